@@ -1,0 +1,134 @@
+"""The typed model of a system under test, shared by discovery, compose generation, images and the stack.
+
+Pure data: nothing here reads files or talks to Docker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Images a user elsewhere pulls from a registry; the offline stand-ins are used when these cannot be had.
+DEFAULT_POSTGRES_IMAGE = "postgres:15"
+DEFAULT_BROKER_IMAGE = "rabbitmq:3.12-management"
+DEFAULT_PYTHON_IMAGE = "python:3.11-slim"
+
+OFFLINE_POSTGRES_IMAGE = "integration-local/postgres:15"
+OFFLINE_BROKER_IMAGE = "integration-local/rabbitmq:3.10-management"
+OFFLINE_PYTHON_IMAGE = "integration-local/python:3.11-slim"
+
+# Credentials of the disposable test containers. They never leave 127.0.0.1.
+POSTGRES_USER = "postgres"
+POSTGRES_PASSWORD = "postgres"
+BROKER_USER = "guest"
+BROKER_PASSWORD = "guest"
+
+POSTGRES_PORT = 5432
+BROKER_AMQP_PORT = 5672
+BROKER_MANAGEMENT_PORT = 15672
+
+BROKER_SERVICE = "broker"
+DEFAULT_EXCHANGE = "events"
+
+# Labels stamped on images and containers.
+LABEL_INPUTS_HASH = "io.integration.inputs-hash"
+LABEL_SERVICE = "io.integration.service"
+LABEL_SYSTEM = "io.integration.system"
+
+
+@dataclass(frozen=True)
+class BaseImages:
+    """The third-party images a stack needs; configuration, with the registry names as defaults."""
+
+    postgres: str = DEFAULT_POSTGRES_IMAGE
+    broker: str = DEFAULT_BROKER_IMAGE
+    python: str = DEFAULT_PYTHON_IMAGE
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of `architecture/services.yml`, resolved against the system root."""
+
+    name: str
+    build_dir: Path  # absolute: services/<name>
+    dockerfile: Path  # absolute: services/<name>/Dockerfile
+    port: int  # the HTTP port inside the container
+    health_path: str = "/health"
+    database: str | None = None  # database name; None: the service has no database
+    contract_module: str | None = None  # dotted module, e.g. architecture.contracts.links
+    events_published: tuple[str, ...] = ()
+    events_consumed: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""  # tag of the built image, e.g. links:test
+
+    @property
+    def db_service(self) -> str:
+        """Compose service name of this service's PostgreSQL container."""
+        return f"{self.name}-db"
+
+    @property
+    def uses_broker(self) -> bool:
+        return bool(self.events_published or self.events_consumed)
+
+    @property
+    def queue(self) -> str:
+        """The broker queue this service consumes from."""
+        return f"{self.name}.events"
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A whole system: its root folder, its services, and how events flow between them."""
+
+    name: str
+    root: Path  # absolute; the docker build context
+    services: tuple[ServiceSpec, ...]
+    base_images: BaseImages = BaseImages()
+    exchange: str = DEFAULT_EXCHANGE
+    services_file: Path | None = None
+
+    @property
+    def needs_broker(self) -> bool:
+        """A broker runs only when at least one event is routed from a publisher to a consumer."""
+        published = {e for s in self.services for e in s.events_published}
+        return any(e in published for s in self.services for e in s.events_consumed)
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no service named {name!r} in system {self.name!r}")
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    """Host ports chosen for one stack, keyed by compose service name then container port."""
+
+    ports: Mapping[str, Mapping[int, int]]
+
+    def host_port(self, compose_service: str, container_port: int) -> int:
+        return self.ports[compose_service][container_port]
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    """Where the harness reaches one running service, read from the stack's real port mappings."""
+
+    name: str
+    url: str  # http://127.0.0.1:<port>
+    database_url: str | None  # postgresql+psycopg2://...@127.0.0.1:<port>/<db>
+    container: str = ""  # container name, for messages
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """Everything a RealServiceHarness needs to reach a running stack."""
+
+    project: str
+    services: Mapping[str, ServiceEndpoint]
+    broker_management_url: str | None = None  # http://127.0.0.1:<port>
+    broker_user: str = BROKER_USER
+    broker_password: str = BROKER_PASSWORD
+    exchange: str = DEFAULT_EXCHANGE
+    queues: Mapping[str, str] = field(default_factory=dict)  # service name -> queue name
