@@ -1,0 +1,1 @@
+"""The shortener's architecture: its services (services.yml) and their contracts."""

@@ -1,0 +1,1 @@
+"""Service contracts: DTOs, events and one abstract interface per service. Needs only pydantic."""

@@ -1,0 +1,1 @@
+"""The analytics service: visit statistics built from the links service's events."""

@@ -1,0 +1,1 @@
+"""The links service: short links, redirects, and the outbox that publishes their events."""
