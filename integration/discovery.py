@@ -145,7 +145,7 @@ class _ServicesFile:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = " ".join(p for p in (exc.context, exc.problem) if p)
+            problem = ": ".join(p for p in (exc.context, exc.problem) if p)
             raise ConfigError(path, None, f"not valid YAML{where}: {problem}; fix the syntax") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(path, None, f"not valid YAML: {exc}") from exc
@@ -335,7 +335,7 @@ class _ServicesFile:
         if "contract" in value:
             contract = self._string(value["contract"], (*field, "contract"))
         parts = contract.split(".")
-        if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+        if contract.endswith(".py") or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
             raise self.error(
                 (*field, "contract"),
                 f"{contract!r} is not a module name under {CONTRACTS_PACKAGE}: give the module's name "
