@@ -31,7 +31,7 @@ class Database:
             except OperationalError as exc:
                 if time.monotonic() >= deadline:
                     raise
-                logger.info("database not ready (%s); retrying", exc.orig)
+                logger.info("database not ready (%s); retrying", str(exc.orig).strip())
                 time.sleep(interval)
 
     def ping(self) -> None:

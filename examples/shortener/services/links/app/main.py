@@ -29,6 +29,7 @@ logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO"),
     format="%(asctime)s %(levelname)s %(name)s: %(message)s",
 )
+logging.getLogger("pika").setLevel(logging.WARNING)
 logger = logging.getLogger("links")
 
 CODE_ALPHABET = string.ascii_letters + string.digits
