@@ -244,6 +244,21 @@ def resolve_base_images(
     return chosen, outcomes
 
 
+def locally_available(configured: BaseImages | None = None, client: DockerClient = docker) -> BaseImages:
+    """The images `resolve_base_images` chose, found without pulling or building anything.
+
+    A configured image present locally wins; otherwise its stand-in, when that exists. This is what the
+    freshness check and the stack use, so that they agree with the build step.
+    """
+    configured = configured or BaseImages()
+    chosen = configured
+    for standin in STANDINS:
+        image = getattr(configured, standin.kind)
+        if image != standin.image and not client.image.exists(image) and client.image.exists(standin.image):
+            chosen = replace(chosen, **{standin.kind: standin.image})
+    return chosen
+
+
 def engine_check(client: DockerClient = docker) -> None:
     """Fail with one actionable message when no Docker engine answers."""
     try:

@@ -98,7 +98,8 @@ def require_fresh(
     return {s.service: s.image_id or "" for s in states}
 
 
-_STEP = re.compile(r"^#\d+ \[[^\]]+\] (.*)$")
+# A Dockerfile step in BuildKit's plain progress: "#7 [2/6] RUN pip install ..." (not "[internal]").
+_STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?\d+/\d+\] (.*)$")
 
 
 def _build_one(

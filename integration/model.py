@@ -6,7 +6,7 @@ Pure data: nothing here reads files or talks to Docker.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # Images a user elsewhere pulls from a registry; the offline stand-ins are used when these cannot be had.
@@ -94,6 +94,9 @@ class SystemSpec:
         published = {e for s in self.services for e in s.events_published}
         return any(e in published for s in self.services for e in s.events_consumed)
 
+    def with_base_images(self, base_images: BaseImages) -> SystemSpec:
+        return replace(self, base_images=base_images)
+
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
             if spec.name == name:
@@ -132,3 +135,4 @@ class StackEndpoints:
     broker_password: str = BROKER_PASSWORD
     exchange: str = DEFAULT_EXCHANGE
     queues: Mapping[str, str] = field(default_factory=dict)  # service name -> queue name
+    consumed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # service -> event names

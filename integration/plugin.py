@@ -1,1 +1,213 @@
-"""pytest plugin (entry point `integration`): filled in by the harness work."""
+"""pytest plugin: the same use-case tests against mocks (default) or the real stack (`--integration`).
+
+A project provides two fixtures in its conftest.py:
+
+    mock_test_harness    a fresh in-memory harness (function scope)
+    real_harness_class   its RealServiceHarness subclass (the plugin constructs it per test)
+
+and its tests ask for `test_harness` only. Every setting is a fixture or an option with a documented
+default, so a project overrides what it needs:
+
+    --integration               run against real containers
+    --integration-root DIR      the system's root (default: ini `integration_root`, $INTEGRATION_ROOT,
+                                or the folder around the rootdir holding architecture/services.yml)
+    --keep-stack                leave the stack running after the session, URLs printed
+    --health-timeout SECONDS    per-service health wait (default 90)
+
+Before any test runs in integration mode the plugin checks that every service image is fresh, and stops
+the session with the names of the changed files when one is not: a stale image is never tested.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .baseimages import locally_available
+from .discovery import find_system_root, load_system
+from .errors import IntegrationError
+from .images import require_fresh
+from .model import StackEndpoints, SystemSpec
+from .ports import DEFAULT_BASE
+from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, project_name
+from .stack import wait_for_service_health as _wait_for_service_health
+
+WORKER_PORT_STRIDE = 1000
+_VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
+_SYSTEM = pytest.StashKey[SystemSpec]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("integration", "use-case tests against real services")
+    group.addoption(
+        "--integration",
+        action="store_true",
+        default=False,
+        help="run use-case tests against the real services in containers (default: the mocks)",
+    )
+    group.addoption("--integration-root", default=None, help="root folder of the system under test")
+    group.addoption(
+        "--keep-stack", action="store_true", default=False, help="leave the stack running after the tests"
+    )
+    group.addoption(
+        "--health-timeout",
+        type=float,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        help=f"seconds to wait for each service to become healthy (default {DEFAULT_HEALTH_TIMEOUT:.0f})",
+    )
+    parser.addini("integration_root", "root folder of the system under test", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration_only: run only with --integration")
+    config.addinivalue_line("markers", "mock_only: run only without --integration")
+    if not config.getoption("--integration") or hasattr(config, "workerinput"):
+        return
+    # Checked once, in the controlling process, before collection: a stale image ends the run here.
+    try:
+        system = _system_for(config)
+        config.stash[_VERIFIED_IMAGES] = require_fresh(system)
+    except IntegrationError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = config.getoption("--integration")
+    for item in items:
+        if integration and item.get_closest_marker("mock_only"):
+            item.add_marker(pytest.mark.skip(reason="mock_only test; running with --integration"))
+        if not integration and item.get_closest_marker("integration_only"):
+            item.add_marker(pytest.mark.skip(reason="needs --integration"))
+
+
+def _root_for(config: pytest.Config) -> Path:
+    explicit = config.getoption("--integration-root") or config.getini("integration_root")
+    if explicit:
+        path = Path(explicit)
+        return (path if path.is_absolute() else config.rootpath / path).resolve()
+    if os.environ.get("INTEGRATION_ROOT"):
+        return Path(os.environ["INTEGRATION_ROOT"]).resolve()
+    return find_system_root(config.rootpath)
+
+
+def _system_for(config: pytest.Config) -> SystemSpec:
+    if _SYSTEM not in config.stash:
+        system = load_system(_root_for(config))
+        config.stash[_SYSTEM] = system.with_base_images(locally_available(system.base_images))
+    return config.stash[_SYSTEM]
+
+
+def _worker(config: pytest.Config) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
+def _live_reporter(config: pytest.Config) -> Callable[[str], None]:
+    """Lines that reach the terminal even while pytest captures output (progress of a long setup)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+
+    def report(line: str) -> None:
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                _write(terminal, line)
+        else:
+            _write(terminal, line)
+
+    return report
+
+
+def _write(terminal: Any, line: str) -> None:
+    if terminal is not None:
+        terminal.write_line(f"[integration] {line}")
+    else:
+        print(f"[integration] {line}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def integration_system(pytestconfig: pytest.Config) -> SystemSpec:
+    """The system under test, as discovered from its services.yml and contracts."""
+    try:
+        return _system_for(pytestconfig)
+    except IntegrationError as exc:
+        pytest.exit(f"integration: {exc}", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name(pytestconfig: pytest.Config, integration_system: SystemSpec) -> str:
+    """The compose project: unique per checkout and per xdist worker. Override to choose your own."""
+    return project_name(integration_system, _worker(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def docker_compose_services(
+    pytestconfig: pytest.Config, integration_system: SystemSpec, docker_compose_project_name: str
+) -> Iterator[StackEndpoints]:
+    """The running stack for the whole session: down, up --wait, health, and down again at the end."""
+    if not pytestconfig.getoption("--integration"):
+        pytest.skip("the real stack runs only with --integration")
+    report = _live_reporter(pytestconfig)
+    try:
+        verified = pytestconfig.stash.get(_VERIFIED_IMAGES, None) or require_fresh(integration_system)
+    except IntegrationError as exc:
+        pytest.exit(f"integration: {exc}", returncode=2)
+    worker = _worker(pytestconfig)
+    base = DEFAULT_BASE + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
+    stack = Stack(
+        integration_system,
+        project=docker_compose_project_name,
+        expected_images=verified,
+        keep=pytestconfig.getoption("--keep-stack"),
+        health_timeout=pytestconfig.getoption("--health-timeout"),
+        report=report,
+        port_base=base,
+    )
+    started = time.monotonic()
+    try:
+        stack.__enter__()
+    except IntegrationError as exc:
+        pytest.exit(f"integration: {exc}", returncode=3)
+    report(f"stack {stack.project} up in {time.monotonic() - started:.1f}s")
+    assert stack.endpoints is not None
+    for endpoint in stack.endpoints.services.values():
+        report(f"  {endpoint.name}: {endpoint.url}")
+    try:
+        yield stack.endpoints
+    finally:
+        started = time.monotonic()
+        stack.__exit__(None, None, None)
+        report(f"stack {stack.project} down in {time.monotonic() - started:.1f}s")
+
+
+@pytest.fixture
+def integration_test_harness(
+    docker_compose_services: StackEndpoints, real_harness_class: type
+) -> Iterator[Any]:
+    """A project's RealServiceHarness on the running stack; reset and closed after each test."""
+    harness = real_harness_class(docker_compose_services)
+    try:
+        yield harness
+    finally:
+        try:
+            harness.reset_sync()
+        finally:
+            harness.close()
+
+
+@pytest.fixture
+def test_harness(request: pytest.FixtureRequest) -> Any:
+    """The mock harness by default; the real one with --integration. Tests use only this."""
+    if request.config.getoption("--integration"):
+        return request.getfixturevalue("integration_test_harness")
+    return request.getfixturevalue("mock_test_harness")
+
+
+@pytest.fixture(scope="session")
+def wait_for_service_health() -> Callable[..., float]:
+    """`wait_for_service_health(url, timeout=90)`: poll until 200, report progress, show the last error."""
+    return _wait_for_service_health

@@ -1,0 +1,179 @@
+"""`python -m integration <command>`: the command line over discovery, images and the stack.
+
+Every user mistake ends as one message on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .baseimages import build_all_standins, locally_available, resolve_base_images
+from .discovery import find_system_root, load_system
+from .doctor import run_doctor
+from .errors import IntegrationError
+from .images import build_images, require_fresh
+from .model import SystemSpec
+from .stack import Stack
+
+ROOT_ENV = "INTEGRATION_ROOT"
+BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
+
+
+def resolve_root(explicit: str | None) -> Path:
+    """--root, else $INTEGRATION_ROOT, else the system around the working folder, else the bundled example."""
+
+    if explicit:
+        return Path(explicit).resolve()
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV]).resolve()
+    try:
+        return find_system_root(Path.cwd())
+    except IntegrationError:
+        if (BUNDLED_EXAMPLE / "architecture" / "services.yml").exists():
+            return BUNDLED_EXAMPLE
+        raise
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _load(args: argparse.Namespace) -> SystemSpec:
+
+    return load_system(resolve_root(args.root))
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+
+    for outcome in build_all_standins():
+        timing = f" in {outcome.seconds:.1f}s" if outcome.action == "built" else ""
+        _say(f"{outcome.image}: {outcome.action}{timing}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+
+    system = _load(args)
+    started = time.monotonic()
+    base, _ = resolve_base_images(system.base_images, report=_say)
+    build_images(system, base, force=args.force, report=_say)
+    _say(f"build step done in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+
+    system = _load(args)
+    ids = require_fresh(system, locally_available(system.base_images))
+    for service, image_id in ids.items():
+        _say(f"{service}: fresh ({image_id[:19]})")
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+
+    system = _load(args)
+    stack = Stack(system.with_base_images(locally_available(system.base_images)), report=_say)
+    _say(str(stack.write()))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+
+    system = _load(args)
+    system = system.with_base_images(locally_available(system.base_images))
+    ids = require_fresh(system)
+    stack = Stack(system, expected_images=ids, keep=True, report=_say)
+    with stack:
+        assert stack.endpoints is not None
+        for endpoint in stack.endpoints.services.values():
+            _say(f"{endpoint.name}: {endpoint.url}  database: {endpoint.database_url}")
+        if stack.endpoints.broker_management_url:
+            _say(f"broker management: {stack.endpoints.broker_management_url}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+
+    system = _load(args)
+    Stack(system, report=_say).down()
+    _say("down")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: build what is stale, then the use-case tests against the real stack."""
+    status = cmd_build(args)
+    if status:
+        return status
+    system = _load(args)
+    tests = system.root / "use_case_tests"
+    command = [sys.executable, "-m", "pytest", str(tests), "--integration", "-p", "no:cacheprovider"]
+    command += args.pytest_args
+    _say("$ " + " ".join(command))
+    return subprocess.call(command, cwd=system.root)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+
+    return run_doctor(resolve_root(args.root), live=not args.static, report=_say)
+
+
+COMMANDS = {
+    "images": (cmd_images, "build (or reuse) the offline stand-ins of postgres, rabbitmq and python"),
+    "build": (cmd_build, "build every stale service image; skip fresh ones"),
+    "check": (cmd_check, "check that every service image is fresh; build nothing"),
+    "compose": (cmd_compose, "write the generated compose file and print its path"),
+    "up": (cmd_up, "start the stack and leave it running (URLs printed)"),
+    "down": (cmd_down, "remove this checkout's stack: containers, network, volumes"),
+    "run": (cmd_run, "build, then run the use-case tests against the real stack"),
+    "doctor": (cmd_doctor, "look for the known causes of failed integration runs"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m integration", description=__doc__)
+    top.add_argument("-v", "--verbose", action="store_true", help="log what happens underneath")
+    sub = top.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument(
+            "--root",
+            help=f"the system's root folder (default: ${ROOT_ENV}, the working "
+            "folder's system, or the bundled example)",
+        )
+        if name == "build":
+            command.add_argument("--force", action="store_true", help="rebuild even fresh images")
+        if name == "run":
+            command.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+        if name == "doctor":
+            command.add_argument("--static", action="store_true", help="only the checks that need no engine")
+    return top
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a CI job cancelled) takes the same path as Ctrl-C, so that every `finally` tears down.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    handler, _ = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except IntegrationError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130

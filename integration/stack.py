@@ -1,0 +1,425 @@
+"""The stack's lifecycle, through python-on-whales only: down, up --wait, health waits, teardown.
+
+`Stack` is a context manager that owns every container, network and volume of one compose project:
+whatever happens inside the `with` (a failed `up`, a failing test, Ctrl-C), leaving it runs `down`.
+The project name is unique per checkout (a hash of the system root), so two checkouts never touch each
+other's containers, and every run starts with a `down` of its own project, which clears what a killed
+earlier run left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from python_on_whales import Container, DockerClient
+from python_on_whales.exceptions import DockerException
+
+from .compose import write_compose
+from .errors import EngineError, StackError
+from .model import (
+    BROKER_MANAGEMENT_PORT,
+    BROKER_SERVICE,
+    POSTGRES_PASSWORD,
+    POSTGRES_PORT,
+    POSTGRES_USER,
+    PortPlan,
+    ServiceEndpoint,
+    StackEndpoints,
+    SystemSpec,
+)
+from .ports import DEFAULT_BASE, plan_ports
+
+Reporter = Callable[[str], None]
+
+MIN_COMPOSE_VERSION = (2, 20)
+DEFAULT_HEALTH_TIMEOUT = 90.0
+PROGRESS_EVERY = 10.0
+LOG_TAIL_LINES = 50
+COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
+PROJECT_ENV = "INTEGRATION_PROJECT"
+
+
+def project_name(system: SystemSpec, worker: str | None = None) -> str:
+    """`<system>-<hash of the checkout's root>[-<worker>]`: unique per checkout and per xdist worker."""
+    override = os.environ.get(PROJECT_ENV)
+    if override:
+        return override
+    digest = hashlib.sha1(str(system.root.resolve()).encode()).hexdigest()[:8]
+    name = f"{system.name}-{digest}"
+    if worker and worker != "master":
+        name += f"-{worker}"
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
+
+
+def default_compose_dir(system: SystemSpec) -> Path:
+    configured = os.environ.get(COMPOSE_DIR_ENV)
+    return Path(configured).resolve() if configured else system.root / ".integration"
+
+
+def check_compose(client: DockerClient) -> str:
+    """The Compose version, or EngineError when it is missing or older than 2.20."""
+    try:
+        text = client.compose.version()
+    except DockerException as exc:
+        raise EngineError(
+            "`docker compose` (Compose v2) does not answer: "
+            f"{(exc.stderr or str(exc)).strip().splitlines()[-1:]}; "
+            "install the compose plugin (scripts/install-docker-engine.sh does on Debian)"
+        ) from exc
+    match = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise EngineError(f"cannot read the Compose version from {text!r}")
+    version = (int(match.group(1)), int(match.group(2)))
+    if version < MIN_COMPOSE_VERSION:
+        raise EngineError(
+            f"Compose {match.group(0)} is too old; {'.'.join(map(str, MIN_COMPOSE_VERSION))} or newer is "
+            "needed for `up --wait`. Upgrade the docker compose plugin"
+        )
+    return match.group(0)
+
+
+@dataclass
+class ContainerInfo:
+    """One container of the project as `docker inspect` shows it."""
+
+    service: str
+    name: str
+    state: str
+    exit_code: int
+    health: str | None
+    image_id: str
+    ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
+
+
+def _info(container: Container) -> ContainerInfo:
+    labels = container.config.labels or {}
+    ports: dict[int, int] = {}
+    for key, bindings in (container.network_settings.ports or {}).items():
+        private = int(key.split("/")[0])
+        for binding in bindings or []:
+            host_port = binding.get("HostPort") if isinstance(binding, dict) else None
+            if host_port:
+                ports[private] = int(host_port)
+    health = container.state.health.status if container.state.health else None
+    return ContainerInfo(
+        service=labels.get("com.docker.compose.service", container.name),
+        name=container.name,
+        state=container.state.status or "unknown",
+        exit_code=container.state.exit_code or 0,
+        health=health,
+        image_id=container.image,
+        ports=ports,
+    )
+
+
+def wait_for_service_health(
+    url: str,
+    *,
+    name: str = "",
+    timeout: float = DEFAULT_HEALTH_TIMEOUT,
+    interval: float = 0.2,
+    progress_every: float = PROGRESS_EVERY,
+    report: Reporter = print,
+    check_alive: Callable[[], str | None] | None = None,
+) -> float:
+    """Poll `url` until it answers 200; returns the seconds waited.
+
+    A progress line is reported every `progress_every` seconds. `check_alive` may return a message when
+    the container behind the URL has died, which ends the wait at once. On timeout, the last error seen
+    is part of the message.
+    """
+    label = name or url
+    started = time.monotonic()
+    next_progress = started + progress_every
+    last_error = "no answer yet"
+    with httpx.Client(timeout=min(5.0, timeout)) as client:
+        while True:
+            try:
+                response = client.get(url)
+                if response.status_code == 200:
+                    return time.monotonic() - started
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if check_alive is not None:
+                death = check_alive()
+                if death:
+                    raise StackError(death)
+            if now - started >= timeout:
+                raise StackError(
+                    f"{label} did not become healthy at {url} within {timeout:.0f}s; last error: {last_error}"
+                )
+            if now >= next_progress:
+                report(f"waiting for {label} ({now - started:.0f}s of {timeout:.0f}s): {last_error}")
+                next_progress += progress_every
+            time.sleep(interval)
+
+
+class Stack:
+    """One compose project of a system: generated file, up, health, endpoints, down.
+
+    Use it as a context manager; `keep=True` leaves the stack running on exit (for debugging).
+    """
+
+    def __init__(
+        self,
+        system: SystemSpec,
+        *,
+        project: str | None = None,
+        compose_dir: Path | None = None,
+        health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        expected_images: Mapping[str, str] | None = None,
+        keep: bool = False,
+        report: Reporter = print,
+        is_port_free: Callable[[int], bool] | None = None,
+        port_base: int = DEFAULT_BASE,
+    ) -> None:
+        self.system = system
+        self.project = project or project_name(system)
+        self.compose_dir = compose_dir or default_compose_dir(system)
+        self.compose_file = self.compose_dir / f"{self.project}.yml"
+        self.health_timeout = health_timeout
+        self.expected_images = dict(expected_images or {})
+        self.keep = keep
+        self.report = report
+        self.is_port_free = is_port_free
+        self.port_base = port_base
+        self.ports: PortPlan | None = None
+        self.endpoints: StackEndpoints | None = None
+        self.timings: dict[str, float] = {}
+        self.client = DockerClient(compose_files=[self.compose_file], compose_project_name=self.project)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.keep:
+            self.report(f"--keep: stack {self.project} left running; stop it with: {self.down_command()}")
+            return
+        self.down()
+
+    def down_command(self) -> str:
+        return f"docker compose -p {self.project} -f {self.compose_file} down -v -t 0"
+
+    def write(self) -> Path:
+        """Plan host ports and write the compose file."""
+        if self.is_port_free is None:
+            self.ports = plan_ports(self.system, base=self.port_base)
+        else:
+            self.ports = plan_ports(self.system, self.is_port_free, base=self.port_base)
+        self.compose_dir.mkdir(parents=True, exist_ok=True)
+        return write_compose(self.system, self.ports, self.compose_file)
+
+    def up(self) -> StackEndpoints:
+        """Down whatever an earlier run left, then up --wait, then wait for every service's health."""
+        check_compose(self.client)
+        self.write()
+        started = time.monotonic()
+        self.down()
+        self.timings["down_before"] = time.monotonic() - started
+        started = time.monotonic()
+        self._compose_up()
+        self.timings["up"] = time.monotonic() - started
+        started = time.monotonic()
+        infos = self.containers()
+        self._verify_images(infos)
+        self.endpoints = self._endpoints(infos)
+        self._wait_for_health(self.endpoints)
+        self.timings["health"] = time.monotonic() - started
+        return self.endpoints
+
+    def _compose_up(self, retries: int = 2) -> None:
+        for attempt in range(retries + 1):
+            try:
+                # Compose writes progress and errors alike to stderr: only the exit status tells.
+                self.client.compose.up(
+                    detach=True, wait=True, wait_timeout=int(self.health_timeout), quiet=True
+                )
+                return
+            except DockerException as exc:
+                output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
+                if attempt < retries and _port_taken(output):
+                    # Another process took a planned port between planning and binding: plan again.
+                    self.report("a planned host port was taken meanwhile; choosing other ports")
+                    self.down()
+                    self.write()
+                    continue
+                raise StackError(self._failure_message("`docker compose up --wait` failed", output)) from exc
+
+    def down(self) -> None:
+        """Remove this project's containers, networks and volumes, and nothing else."""
+        if not self.compose_file.exists():
+            self.write()
+        started = time.monotonic()
+        try:
+            # Test containers are disposable: no graceful-stop wait.
+            self.client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
+        except DockerException as exc:
+            self.report(f"warning: down of {self.project} failed: {(exc.stderr or str(exc)).strip()[-300:]}")
+        self.timings["down"] = time.monotonic() - started
+
+    # -- inspection ------------------------------------------------------------------------------------
+
+    def containers(self) -> list[ContainerInfo]:
+        containers = self.client.compose.ps(all=True)
+        if not containers:
+            return []
+        inspected = self.client.container.inspect([c.id for c in containers])
+        return [_info(c) for c in inspected]
+
+    def logs_tail(self, container: str, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            return self.client.container.logs(container, tail=lines)
+        except DockerException as exc:
+            return f"(logs unavailable: {(exc.stderr or str(exc)).strip()[-200:]})"
+
+    def _failure_message(self, headline: str, output: str = "") -> str:
+        parts = [f"{headline} (project {self.project}, compose file {self.compose_file})"]
+        try:
+            infos = self.containers()
+        except DockerException:
+            infos = []
+        dead = [i for i in infos if i.state in ("exited", "dead") or i.health == "unhealthy"]
+        for info in dead:
+            status = f"exited with code {info.exit_code}" if info.state != "running" else "unhealthy"
+            tail = self.logs_tail(info.name)
+            parts.append(f"container {info.name} ({info.service}) {status}; its last log lines:\n{tail}")
+        if not dead and output.strip():
+            parts.append("\n".join(output.strip().splitlines()[-20:]))
+        artifacts = self.save_artifacts(headline)
+        if artifacts:
+            parts.append(f"run folder with every container's logs: {artifacts}")
+        return "\n".join(parts)
+
+    def _verify_images(self, infos: list[ContainerInfo]) -> None:
+        """Each service container must run the image id that was verified fresh before `up`."""
+        for info in infos:
+            expected = self.expected_images.get(info.service)
+            if expected and info.image_id != expected:
+                raise StackError(
+                    f"container {info.name} runs image {info.image_id[:19]}, not the verified "
+                    f"{expected[:19]} of service {info.service}; an image changed while the stack was "
+                    "starting. Run the build again"
+                )
+
+    def _endpoints(self, infos: list[ContainerInfo]) -> StackEndpoints:
+        by_service = {i.service: i for i in infos}
+        services: dict[str, ServiceEndpoint] = {}
+        for spec in self.system.services:
+            info = by_service.get(spec.name)
+            if info is None or spec.port not in info.ports:
+                raise StackError(self._failure_message(f"service {spec.name} has no published port"))
+            database_url = None
+            if spec.database:
+                db = by_service.get(spec.db_service)
+                if db is None or POSTGRES_PORT not in db.ports:
+                    raise StackError(self._failure_message(f"database {spec.db_service} is not published"))
+                database_url = (
+                    f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:"
+                    f"{db.ports[POSTGRES_PORT]}/{spec.database}"
+                )
+            services[spec.name] = ServiceEndpoint(
+                name=spec.name,
+                url=f"http://127.0.0.1:{info.ports[spec.port]}",
+                database_url=database_url,
+                container=info.name,
+            )
+        broker_url = None
+        broker = by_service.get(BROKER_SERVICE)
+        if broker is not None and BROKER_MANAGEMENT_PORT in broker.ports:
+            broker_url = f"http://127.0.0.1:{broker.ports[BROKER_MANAGEMENT_PORT]}"
+        return StackEndpoints(
+            project=self.project,
+            services=services,
+            broker_management_url=broker_url,
+            exchange=self.system.exchange,
+            queues={s.name: s.queue for s in self.system.services if s.events_consumed},
+            consumed={s.name: s.events_consumed for s in self.system.services if s.events_consumed},
+        )
+
+    def _wait_for_health(self, endpoints: StackEndpoints) -> None:
+        lock = threading.Lock()
+        last_check = [0.0, ""]
+
+        def check_alive() -> str | None:
+            # One `docker inspect` per second at most, shared by the parallel waits.
+            with lock:
+                if time.monotonic() - last_check[0] < 1.0:
+                    return last_check[1] or None
+                last_check[0] = time.monotonic()
+                dead = [i for i in self.containers() if i.state in ("exited", "dead")]
+                last_check[1] = (
+                    self._failure_message(f"container {dead[0].name} exited while the stack was starting")
+                    if dead
+                    else ""
+                )
+                return last_check[1] or None
+
+        def wait(spec_name: str) -> float:
+            spec = self.system.service(spec_name)
+            return wait_for_service_health(
+                endpoints.services[spec_name].url + spec.health_path,
+                name=spec_name,
+                timeout=self.health_timeout,
+                report=self.report,
+                check_alive=check_alive,
+            )
+
+        names = [s.name for s in self.system.services]
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            for name, future in zip(names, [pool.submit(wait, n) for n in names], strict=True):
+                try:
+                    future.result()
+                except StackError as exc:
+                    raise StackError(f"{name}: {exc}") from exc
+
+    # -- artifacts -------------------------------------------------------------------------------------
+
+    def save_artifacts(self, reason: str) -> Path | None:
+        """A run folder for CI to keep: each container's logs, the compose file, ps output, image hashes."""
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = self.compose_dir / "runs" / f"{self.project}-{stamp}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "reason.txt").write_text(reason + "\n")
+            if self.compose_file.exists():
+                (folder / "compose.yml").write_text(self.compose_file.read_text())
+            infos = self.containers()
+            (folder / "ps.json").write_text(json.dumps([vars(i) for i in infos], indent=2, default=str))
+            for info in infos:
+                (folder / f"{info.service}.log").write_text(self.logs_tail(info.name, lines=2000))
+            images = {}
+            for spec in self.system.services:
+                try:
+                    image = self.client.image.inspect(spec.image)
+                    images[spec.image] = {"id": image.id, "labels": image.config.labels}
+                except DockerException:
+                    images[spec.image] = None
+            (folder / "images.json").write_text(json.dumps(images, indent=2, default=str))
+        except (OSError, DockerException):
+            return None
+        return folder
+
+
+def _port_taken(output: str) -> bool:
+    lowered = output.lower()
+    return "port is already allocated" in lowered or "address already in use" in lowered

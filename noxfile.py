@@ -1,0 +1,67 @@
+"""Sessions of the service integration toolkit; `nox -l` lists them, each calls one function."""
+
+import sys
+from pathlib import Path
+
+import nox
+
+sys.path.insert(0, str(Path(__file__).parent))
+from integration import sessions
+
+nox.options.sessions = ["lint", "mock-tests", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build every stale service image of the system (fresh ones are skipped by input hash)."""
+    sessions.build(session)
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """The main job: build, start the real stack, run the use-case tests against it, tear down."""
+    sessions.integration(session)
+
+
+@nox.session(name="mock-tests", python=PYTHON)
+def mock_tests(session: nox.Session) -> None:
+    """The same use-case tests against the in-memory mocks: fast, no Docker."""
+    sessions.mock_tests(session)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The toolkit's own test suite: unit tests and tests against the real engine."""
+    sessions.tests(session)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    sessions.lint(session)
+
+
+@nox.session(python=PYTHON)
+def images(session: nox.Session) -> None:
+    """Build (or reuse) the offline stand-ins of postgres, rabbitmq and python."""
+    sessions.images(session)
+
+
+@nox.session(python=PYTHON)
+def up(session: nox.Session) -> None:
+    """Build, then start the stack and leave it running, URLs printed."""
+    sessions.up(session)
+
+
+@nox.session(python=PYTHON)
+def down(session: nox.Session) -> None:
+    """Remove this checkout's stack."""
+    sessions.down(session)
+
+
+@nox.session(python=PYTHON)
+def doctor(session: nox.Session) -> None:
+    """Look for the known causes of failed integration runs."""
+    sessions.doctor(session)
