@@ -246,16 +246,25 @@ def test_two_roots_do_not_leak_into_each_other(tmp_path):
 
 def test_interpreter_state_is_restored(tmp_path, monkeypatch):
     root = make_system(tmp_path, services_yml())
+    for name in [n for n in sys.modules if n == "architecture" or n.startswith("architecture.")]:
+        monkeypatch.delitem(sys.modules, name)
     callers_own = types.ModuleType("architecture")
+    callers_contracts = types.ModuleType("architecture.contracts")
     monkeypatch.setitem(sys.modules, "architecture", callers_own)
+    monkeypatch.setitem(sys.modules, "architecture.contracts", callers_contracts)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path_before = list(sys.path)
-    others_before = {n for n in sys.modules if n.startswith("architecture.")}
 
     load_system(root)
 
     assert sys.path == path_before
+    assert sys.dont_write_bytecode is False
     assert sys.modules["architecture"] is callers_own
-    assert {n for n in sys.modules if n.startswith("architecture.")} == others_before
+    assert sys.modules["architecture.contracts"] is callers_contracts
+    assert sorted(n for n in sys.modules if n.startswith("architecture")) == [
+        "architecture",
+        "architecture.contracts",
+    ]
     assert not list(root.rglob("__pycache__"))
 
 
