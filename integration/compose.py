@@ -99,6 +99,11 @@ def service_environment(system: SystemSpec, spec: ServiceSpec) -> dict[str, str]
     return env
 
 
+BROKER_PROBE = (
+    f"exec 3<>/dev/tcp/127.0.0.1/{BROKER_AMQP_PORT} && exec 4<>/dev/tcp/127.0.0.1/{BROKER_MANAGEMENT_PORT}"
+)
+
+
 def _broker(system: SystemSpec, ports: PortPlan) -> dict[str, Any]:
     return {
         "image": system.base_images.broker,
@@ -108,10 +113,12 @@ def _broker(system: SystemSpec, ports: PortPlan) -> dict[str, Any]:
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-rabbit loopback_users []",
         },
         "healthcheck": {
-            "test": ["CMD", "rabbitmq-diagnostics", "-q", "ping"],
-            "interval": "2s",
-            "timeout": "10s",
-            "retries": 60,
+            # `rabbitmq-diagnostics ping` answers seconds before the AMQP and management listeners open,
+            # and starts an Erlang VM per probe; opening both listener sockets is cheap and decisive.
+            "test": ["CMD", "bash", "-c", BROKER_PROBE],
+            "interval": "1s",
+            "timeout": "3s",
+            "retries": 120,
         },
         "ports": _published(ports, BROKER_SERVICE, [BROKER_AMQP_PORT, BROKER_MANAGEMENT_PORT]),
         "networks": [NETWORK],

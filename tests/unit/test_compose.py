@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.compose import dump_compose, render_compose, write_compose
+from integration.compose import BROKER_PROBE, dump_compose, render_compose, write_compose
 from integration.discovery import load_system
 from integration.model import BaseImages, PortPlan, ServiceSpec, SystemSpec
 from integration.ports import plan_ports
@@ -189,10 +189,10 @@ def test_broker_container():
 
     assert broker["image"] == "rabbitmq:3.12-management"
     assert broker["healthcheck"] == {
-        "test": ["CMD", "rabbitmq-diagnostics", "-q", "ping"],
-        "interval": "2s",
-        "timeout": "10s",
-        "retries": 60,
+        "test": ["CMD", "bash", "-c", BROKER_PROBE],
+        "interval": "1s",
+        "timeout": "3s",
+        "retries": 120,
     }
     assert broker["stop_grace_period"] == "1s"
     assert broker["labels"]["io.integration.service"] == "broker"
