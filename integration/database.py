@@ -1,0 +1,490 @@
+"""The harness's access to the services' PostgreSQL databases: engines, resets and the event tables.
+
+The only module of the toolkit that talks to PostgreSQL; it does so through SQLAlchemy.
+
+- Engines never pool (`NullPool`): a pooled connection would outlive the test that opened it, sit idle
+  in the service's database and hold locks against the service.
+- A reset is `DELETE FROM` every table, children before parents, in one transaction and one round trip.
+  Never `TRUNCATE`: it takes an ACCESS EXCLUSIVE lock, which waits behind any transaction of a service
+  that so much as read the table, and everything that comes after it waits behind the TRUNCATE.
+- The delete order is worked out once per database from the foreign keys and cached. The reset batch
+  ends with a fingerprint of the schema; when it changed (a service created a table after the first
+  reset), the order is worked out again and the reset repeated.
+- The event tables of docs/conventions.md (`outbox_events`, `processed_events`) read as dataclasses;
+  a table that does not exist yet (the service creates it when it starts) reads as empty.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, inspect, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from integration.errors import HarnessError
+
+DEFAULT_SCHEMA = "public"
+# Tables that record which migrations ran: a reset that emptied them would make the service migrate again.
+DEFAULT_EXCLUDED_TABLES: frozenset[str] = frozenset(
+    {"alembic_version", "flyway_schema_history", "schema_migrations", "django_migrations"}
+)
+DEFAULT_OUTBOX_TABLE = "outbox_events"
+DEFAULT_PROCESSED_TABLE = "processed_events"
+
+DEFAULT_CONNECT_TIMEOUT = 5  # seconds; libpq counts whole seconds, at least 2
+DEFAULT_LOCK_TIMEOUT = 1.0  # seconds one attempt of a reset waits for a row lock a service holds
+DEFAULT_RESET_ATTEMPTS = 5
+APPLICATION_NAME = "integration-harness"  # how the harness's sessions show in pg_stat_activity
+
+# SQLSTATEs after which a reset is tried again: lock_not_available (lock_timeout), deadlock_detected,
+# serialization_failure.
+_RETRY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+_UNDEFINED_TABLE = "42P01"
+# ON DELETE actions that take care of the referencing rows, so the parent may be emptied first.
+_SELF_CLEARING_ACTIONS = frozenset({"CASCADE", "SET NULL"})
+
+
+class DatabaseError(HarnessError):
+    """A service database could not be reached, reset or read. The message names the URL, never the
+    password."""
+
+
+@dataclass(frozen=True)
+class ResetStats:
+    """What one `reset_database` did."""
+
+    database: str  # the URL without the password
+    tables: tuple[str, ...]  # in the order they were emptied
+    attempts: int  # 1 unless a lock timeout or a deadlock made it try again
+    seconds: float
+    order_from_cache: bool  # False when the foreign keys had to be read first
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One row of a publisher's outbox table. Naive timestamps (`timestamp without time zone`) are read
+    as UTC, so that rows of different databases compare."""
+
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    published_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventTables:
+    """A database's event tables read in one connection; None for a table that does not exist."""
+
+    outbox: tuple[OutboxRow, ...] | None
+    processed: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    child: str
+    parent: str
+    name: str
+    ondelete: str  # NO ACTION, RESTRICT, CASCADE, SET NULL, SET DEFAULT
+    deferrable: bool
+
+    @property
+    def soft(self) -> bool:
+        """Whether the parent may be emptied before the child within the reset's transaction."""
+        if self.ondelete in _SELF_CLEARING_ACTIONS:
+            return True
+        # SET CONSTRAINTS ALL DEFERRED moves a deferrable NO ACTION check to the commit; RESTRICT and
+        # SET DEFAULT act at once, deferrable or not.
+        return self.deferrable and self.ondelete == "NO ACTION"
+
+    def __str__(self) -> str:
+        extra = " DEFERRABLE" if self.deferrable else ""
+        return f"{self.child}.{self.name} -> {self.parent} (ON DELETE {self.ondelete}{extra})"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    tables: tuple[str, ...]
+    batch: str
+    fingerprint: str | None
+
+
+_plans: dict[tuple[str, str, frozenset[str]], _Plan] = {}
+_plans_lock = threading.Lock()
+
+
+# --- engines -------------------------------------------------------------------------------------------
+
+
+def redact(url: str | URL) -> str:
+    """The URL as text with the password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(
+    url: str | URL,
+    *,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    application_name: str = APPLICATION_NAME,
+) -> Engine:
+    """An engine that opens a connection per use and closes it after (`NullPool`).
+
+    `application_name` names the harness's sessions in `pg_stat_activity`, where a lock holder is looked
+    for when a reset times out.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(f"{redact(url)} is not a database URL: {exc}") from None
+    try:
+        return create_engine(
+            parsed,
+            poolclass=NullPool,
+            connect_args={
+                "connect_timeout": max(2, int(connect_timeout)),
+                "application_name": application_name,
+            },
+        )
+    except (ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"cannot make an engine for {redact(parsed)}: {exc}") from None
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's echo of the statement."""
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split()) or type(orig).__name__
+
+
+def _autocommit(engine: Engine) -> Connection:
+    """A connection with the driver's autocommit on: no BEGIN round trip of its own; batches that need a
+    transaction say BEGIN and COMMIT themselves."""
+    try:
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot connect to {redact(engine.url)}: {_reason(exc)}") from None
+
+
+def _quote_table(engine: Engine, table: str, schema: str | None = None) -> str:
+    preparer = engine.dialect.identifier_preparer
+    if schema is None and "." in table:
+        schema, table = table.split(".", 1)
+    if schema is None:
+        return preparer.quote(table)
+    return f"{preparer.quote_schema(schema)}.{preparer.quote(table)}"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- delete order ----------------------------------------------------------------------------------------
+
+
+def _fingerprint_sql(schema: str) -> str:
+    """One row, one column: a hash of the schema's tables and foreign keys."""
+    nsp = _literal(schema)
+    return (
+        "SELECT md5(coalesce(string_agg(item, ',' ORDER BY item), '')) FROM ("
+        " SELECT 't:' || c.relname AS item FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        f" WHERE n.nspname = {nsp} AND c.relkind IN ('r', 'p')"
+        " UNION ALL"
+        " SELECT 'f:' || k.conrelid::regclass::text || ':' || k.conname || ':' || k.confrelid::regclass::text"
+        " || ':' || k.confdeltype::text || ':' || k.condeferrable::text"
+        " FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace"
+        f" WHERE n.nspname = {nsp} AND k.contype = 'f') AS schema_items"
+    )
+
+
+def _reflect(
+    connection: Connection, schema: str, exclude: Collection[str]
+) -> tuple[list[str], list[ForeignKey]]:
+    inspector = inspect(connection)
+    tables = sorted(t for t in inspector.get_table_names(schema=schema) if t not in exclude)
+    known = set(tables)
+    keys: list[ForeignKey] = []
+    for (_, child), fks in inspector.get_multi_foreign_keys(schema=schema).items():
+        for fk in fks:
+            parent = fk["referred_table"]
+            if fk.get("referred_schema") not in (None, schema) or child not in known or parent not in known:
+                continue
+            options = fk.get("options") or {}
+            keys.append(
+                ForeignKey(
+                    child=child,
+                    parent=parent,
+                    name=fk.get("name") or "?",
+                    ondelete=(options.get("ondelete") or "NO ACTION").upper(),
+                    deferrable=bool(options.get("deferrable")),
+                )
+            )
+    return tables, keys
+
+
+def sort_for_delete(tables: Iterable[str], foreign_keys: Iterable[ForeignKey]) -> list[str]:
+    """Children before parents. A self-reference needs no order (one DELETE removes every row). Where
+    foreign keys form a cycle, the cycle is broken at a key that lets the parent go first (ON DELETE
+    CASCADE or SET NULL, or a deferrable NO ACTION key that the reset defers to its commit); with none
+    such, DatabaseError names the keys of the cycle."""
+    remaining = set(tables)
+    keys = [k for k in foreign_keys if k.child != k.parent and k.child in remaining and k.parent in remaining]
+    order: list[str] = []
+    while remaining:
+        live = [k for k in keys if k.child in remaining and k.parent in remaining]
+        blocked = {k.parent for k in live}
+        ready = sorted(remaining - blocked)
+        if not ready:
+            # Every table left is referenced by another one left: a cycle. Let one table go whose
+            # children's keys are all soft, the one with the fewest such keys.
+            hard_blocked = {k.parent for k in live if not k.soft}
+            candidates = sorted(remaining - hard_blocked, key=lambda t: (sum(k.parent == t for k in live), t))
+            if not candidates:
+                cycle = sorted(str(k) for k in live if not k.soft)
+                raise DatabaseError(
+                    f"tables {', '.join(sorted(remaining))} reference each other through foreign keys "
+                    f"that no delete order satisfies: {'; '.join(cycle)}. Make one of them DEFERRABLE "
+                    "or ON DELETE CASCADE / SET NULL, or pass the order to reset_database(order=...)"
+                )
+            ready = candidates[:1]
+        order.extend(ready)
+        remaining.difference_update(ready)
+    return order
+
+
+def table_delete_order(
+    engine: Engine, *, schema: str = DEFAULT_SCHEMA, exclude: Collection[str] = DEFAULT_EXCLUDED_TABLES
+) -> list[str]:
+    """Every table of `schema` except `exclude`, children before parents, read from the database now."""
+    with _autocommit(engine) as connection:
+        try:
+            tables, keys = _reflect(connection, schema, frozenset(exclude))
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the tables of {redact(engine.url)}: {_reason(exc)}") from None
+    return sort_for_delete(tables, keys)
+
+
+def _batch(engine: Engine, tables: Sequence[str], schema: str, lock_timeout: float) -> str:
+    statements = [
+        "BEGIN",
+        f"SET LOCAL lock_timeout = '{max(1, round(lock_timeout * 1000))}ms'",
+        # No effect on keys that are not deferrable; lets a cycle of deferrable keys be emptied.
+        "SET CONSTRAINTS ALL DEFERRED",
+        *(f"DELETE FROM {_quote_table(engine, t, schema)}" for t in tables),
+        "COMMIT",
+    ]
+    return ";\n".join(statements)
+
+
+def _plan(engine: Engine, schema: str, exclude: frozenset[str], lock_timeout: float) -> _Plan:
+    with _autocommit(engine) as connection:
+        try:
+            # The fingerprint first: a table created during the reflection then changes the next one.
+            fingerprint = connection.exec_driver_sql(_fingerprint_sql(schema)).scalar_one()
+            tables, keys = _reflect(connection, schema, exclude)
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read the tables of {redact(engine.url)}: {_reason(exc)}") from None
+    order = tuple(sort_for_delete(tables, keys))
+    batch = _batch(engine, order, schema, lock_timeout) + ";\n" + _fingerprint_sql(schema)
+    return _Plan(order, batch, fingerprint)
+
+
+def clear_delete_order_cache() -> None:
+    """Forget every cached delete order (they are also renewed on their own when a schema changes)."""
+    with _plans_lock:
+        _plans.clear()
+
+
+# --- reset -----------------------------------------------------------------------------------------------
+
+
+def _lock_holders(engine: Engine) -> str:
+    """Other sessions of the database with an open transaction, for the message of a failed reset."""
+    sql = (
+        "SELECT pid, state, application_name, round(extract(epoch FROM now() - xact_start)::numeric, 1),"
+        " left(regexp_replace(query, '\\s+', ' ', 'g'), 120) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+        " ORDER BY xact_start LIMIT 5"
+    )
+    try:
+        with _autocommit(engine) as connection:
+            rows = connection.exec_driver_sql(sql).all()
+    except (SQLAlchemyError, DatabaseError):
+        return ""
+    if not rows:
+        return ""
+    described = [
+        f"pid {pid} ({state}, {seconds} s in its transaction, application {app or '?'!r}, "
+        f"last query: {query})"
+        for pid, state, app, seconds, query in rows
+    ]
+    return "; sessions with an open transaction: " + "; ".join(described)
+
+
+def reset_database(
+    engine: Engine,
+    order: Sequence[str] | None = None,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    exclude: Collection[str] = DEFAULT_EXCLUDED_TABLES,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    attempts: int = DEFAULT_RESET_ATTEMPTS,
+) -> ResetStats:
+    """Empty every table of `schema` but `exclude` with DELETE, in one transaction and one round trip.
+
+    `order` (table names, children first) replaces the order read from the foreign keys. Each attempt
+    waits at most `lock_timeout` seconds for a lock a service holds; a lock timeout or a deadlock makes
+    it try again, `attempts` times in all, then DatabaseError names the sessions holding transactions.
+    """
+    started = time.perf_counter()
+    url = redact(engine.url)
+    key = (engine.url.render_as_string(hide_password=False), schema, frozenset(exclude))
+    from_cache = True
+    if order is not None:
+        plan = _Plan(tuple(order), _batch(engine, order, schema, lock_timeout), None)
+    else:
+        with _plans_lock:
+            plan = _plans.get(key)
+        if plan is None:
+            from_cache = False
+            plan = _plan(engine, schema, key[2], lock_timeout)
+    attempt = 0
+    renewed = False
+    while True:
+        attempt += 1
+        try:
+            with _autocommit(engine) as connection:
+                result = connection.exec_driver_sql(plan.batch)
+                fingerprint = result.scalar_one() if order is None else None
+        except DBAPIError as exc:
+            state = _sqlstate(exc)
+            if state == _UNDEFINED_TABLE and order is None and not renewed:
+                # A table of the cached order is gone: read the schema again.
+                renewed, from_cache = True, False
+                plan = _plan(engine, schema, key[2], lock_timeout)
+                continue
+            if state in _RETRY_SQLSTATES and attempt < attempts:
+                time.sleep(min(0.05 * attempt, 0.25))
+                continue
+            holders = _lock_holders(engine) if state in _RETRY_SQLSTATES else ""
+            raise DatabaseError(
+                f"cannot reset {url} (attempt {attempt} of {attempts}): {_reason(exc)}{holders}"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot reset {url}: {_reason(exc)}") from None
+        if order is None and fingerprint != plan.fingerprint:
+            if renewed:
+                # The schema changes under our feet; the tables of the fresh order were emptied.
+                break
+            # Tables or foreign keys changed since the order was read: read them again and empty the
+            # tables the old order did not know.
+            renewed, from_cache = True, False
+            plan = _plan(engine, schema, key[2], lock_timeout)
+            continue
+        break
+    if order is None:
+        with _plans_lock:
+            _plans[key] = plan
+    return ResetStats(url, plan.tables, attempt, time.perf_counter() - started, from_cache)
+
+
+# --- event tables ----------------------------------------------------------------------------------------
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    if isinstance(value, str | bytes | bytearray):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"payload is {type(value).__name__}, not a JSON object")
+    return dict(value)
+
+
+def _select_outbox(connection: Connection, engine: Engine, table: str) -> tuple[OutboxRow, ...] | None:
+    sql = (
+        "SELECT event_id, event_type, payload, occurred_at, published_at "
+        f"FROM {_quote_table(engine, table)} ORDER BY occurred_at, event_id"
+    )
+    try:
+        rows = connection.exec_driver_sql(sql).all()
+    except DBAPIError as exc:
+        if _sqlstate(exc) == _UNDEFINED_TABLE:
+            return None
+        raise DatabaseError(f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}") from None
+    result = []
+    for event_id, event_type, payload, occurred_at, published_at in rows:
+        try:
+            data = _payload(payload)
+        except ValueError as exc:
+            raise DatabaseError(
+                f"{table} of {redact(engine.url)}: event {event_id} ({event_type}) has a payload that is "
+                f"not a JSON object: {exc}"
+            ) from None
+        result.append(OutboxRow(str(event_id), event_type, data, _as_utc(occurred_at), _as_utc(published_at)))
+    return tuple(result)
+
+
+def _select_processed(connection: Connection, engine: Engine, table: str) -> frozenset[str] | None:
+    try:
+        rows = connection.exec_driver_sql(f"SELECT event_id FROM {_quote_table(engine, table)}").all()
+    except DBAPIError as exc:
+        if _sqlstate(exc) == _UNDEFINED_TABLE:
+            return None
+        raise DatabaseError(f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}") from None
+    return frozenset(str(event_id) for (event_id,) in rows)
+
+
+def read_outbox(engine: Engine, table: str = DEFAULT_OUTBOX_TABLE) -> list[OutboxRow]:
+    """The outbox rows ordered by occurred_at then event_id; [] when the table does not exist (yet)."""
+    with _autocommit(engine) as connection:
+        return list(_select_outbox(connection, engine, table) or ())
+
+
+def processed_ids(engine: Engine, table: str = DEFAULT_PROCESSED_TABLE) -> set[str]:
+    """The event ids a consumer has processed; empty when the table does not exist (yet)."""
+    with _autocommit(engine) as connection:
+        return set(_select_processed(connection, engine, table) or ())
+
+
+def count_processed(engine: Engine, table: str = DEFAULT_PROCESSED_TABLE) -> int:
+    """How many events a consumer has processed; 0 when the table does not exist (yet)."""
+    sql = f"SELECT count(*) FROM {_quote_table(engine, table)}"
+    with _autocommit(engine) as connection:
+        try:
+            return int(connection.exec_driver_sql(sql).scalar_one())
+        except DBAPIError as exc:
+            if _sqlstate(exc) == _UNDEFINED_TABLE:
+                return 0
+            raise DatabaseError(f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}") from None
+
+
+def read_event_tables(
+    engine: Engine,
+    *,
+    outbox_table: str | None = DEFAULT_OUTBOX_TABLE,
+    processed_table: str | None = DEFAULT_PROCESSED_TABLE,
+) -> EventTables:
+    """Both event tables in one connection (None for a table not asked for or not there)."""
+    with _autocommit(engine) as connection:
+        outbox = _select_outbox(connection, engine, outbox_table) if outbox_table else None
+        processed = _select_processed(connection, engine, processed_table) if processed_table else None
+    return EventTables(outbox, processed)
