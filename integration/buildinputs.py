@@ -10,7 +10,6 @@ slower to invalidate.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -218,14 +217,15 @@ def _select(files: list[str], sources: list[str]) -> list[str]:
         norm = os.path.normpath(source).replace(os.sep, "/").lstrip("/")
         if norm in (".", ""):
             return files
-        has_glob = any(ch in norm for ch in "*?[")
+        # As in the engine, `*` and `?` in a source stay within one path element (fnmatch's would not).
+        glob = _pattern_to_regex(norm) if any(ch in norm for ch in "*?[") else None
         for rel in files:
             if rel == norm or rel.startswith(norm + "/"):
                 selected.add(rel)
-            elif has_glob:
+            elif glob is not None:
                 parts = rel.split("/")
                 for n in range(1, len(parts) + 1):
-                    if fnmatch.fnmatchcase("/".join(parts[:n]), norm):
+                    if glob.match("/".join(parts[:n])):
                         selected.add(rel)
                         break
     return sorted(selected)
@@ -241,6 +241,15 @@ def _file_hash(path: str, size: int, mtime_ns: int, executable: bool) -> str:
 
 
 def file_hash(path: Path) -> str:
+    if path.is_symlink():
+        # The engine sends a symlink as a link: hash where it points, and the target when there is one
+        # (a dangling link is legal in a context and must not stop the build).
+        try:
+            target = file_hash(path.resolve(strict=True))
+        except (OSError, RuntimeError):
+            target = "dangling"
+        link = f"{os.readlink(path)}\0{target}"
+        return hashlib.sha256(b"l" + link.encode()).hexdigest()[:16]
     stat = path.stat()
     return _file_hash(str(path), stat.st_size, stat.st_mtime_ns, bool(stat.st_mode & 0o111))
 
