@@ -63,7 +63,7 @@ class ResetStats:
 
     database: str  # the URL without the password
     tables: tuple[str, ...]  # in the order they were emptied
-    attempts: int  # 1 unless a lock timeout or a deadlock made it try again
+    attempts: int  # runs of the DELETE batch: more after a lock timeout, a deadlock or a schema change
     seconds: float
     order_from_cache: bool  # False when the foreign keys had to be read first
 
@@ -353,7 +353,7 @@ def reset_database(
     started = time.perf_counter()
     url = redact(engine.url)
     key = (engine.url.render_as_string(hide_password=False), schema, frozenset(exclude))
-    from_cache = True
+    from_cache = order is None
     if order is not None:
         plan = _Plan(tuple(order), _batch(engine, order, schema, lock_timeout), None)
     else:
@@ -362,44 +362,43 @@ def reset_database(
         if plan is None:
             from_cache = False
             plan = _plan(engine, schema, key[2], lock_timeout)
-    attempt = 0
-    renewed = False
+    renewed = False  # whether this reset read the schema again
+    executions = 0
+    lock_failures = 0
     while True:
-        attempt += 1
+        executions += 1
         try:
             with _autocommit(engine) as connection:
                 result = connection.exec_driver_sql(plan.batch)
                 fingerprint = result.scalar_one() if order is None else None
         except DBAPIError as exc:
             state = _sqlstate(exc)
-            if state == _UNDEFINED_TABLE and order is None and not renewed:
-                # A table of the cached order is gone: read the schema again.
-                renewed, from_cache = True, False
-                plan = _plan(engine, schema, key[2], lock_timeout)
+            if state in _RETRY_SQLSTATES:
+                lock_failures += 1
+                if lock_failures < attempts:
+                    time.sleep(min(0.05 * lock_failures, 0.25))
+                    continue
+                raise DatabaseError(
+                    f"cannot reset {url} (attempt {lock_failures} of {attempts}, each waiting at most "
+                    f"{lock_timeout:g} s for a lock): {_reason(exc)}{_lock_holders(engine)}"
+                ) from None
+            if from_cache and not renewed:
+                # The cached order may be stale (a table is gone, a new one references an old one):
+                # read the schema again and try once more before calling it an error.
+                plan, renewed, from_cache = _plan(engine, schema, key[2], lock_timeout), True, False
                 continue
-            if state in _RETRY_SQLSTATES and attempt < attempts:
-                time.sleep(min(0.05 * attempt, 0.25))
-                continue
-            holders = _lock_holders(engine) if state in _RETRY_SQLSTATES else ""
-            raise DatabaseError(
-                f"cannot reset {url} (attempt {attempt} of {attempts}): {_reason(exc)}{holders}"
-            ) from None
+            raise DatabaseError(f"cannot reset {url}: {_reason(exc)}") from None
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot reset {url}: {_reason(exc)}") from None
-        if order is None and fingerprint != plan.fingerprint:
-            if renewed:
-                # The schema changes under our feet; the tables of the fresh order were emptied.
-                break
-            # Tables or foreign keys changed since the order was read: read them again and empty the
-            # tables the old order did not know.
-            renewed, from_cache = True, False
-            plan = _plan(engine, schema, key[2], lock_timeout)
-            continue
-        break
+        if order is not None or fingerprint == plan.fingerprint or renewed:
+            break
+        # Tables or foreign keys changed since the order was read: read them again, and empty the tables
+        # the old order did not know. (Should the schema change again meanwhile, the next reset will.)
+        plan, renewed, from_cache = _plan(engine, schema, key[2], lock_timeout), True, False
     if order is None:
         with _plans_lock:
             _plans[key] = plan
-    return ResetStats(url, plan.tables, attempt, time.perf_counter() - started, from_cache)
+    return ResetStats(url, plan.tables, executions, time.perf_counter() - started, from_cache)
 
 
 # --- event tables ----------------------------------------------------------------------------------------
