@@ -1126,7 +1126,15 @@ HTTPX_CLIENTS = frozenset({"Client", "AsyncClient"})
 CONTEXT_TAKERS = frozenset(
     {"enter_context", "enter_async_context", "closing", "aclosing", "callback", "push_async_callback"}
 )
-_TRUNCATE = re.compile(r"(?:^|;)\s*TRUNCATE\b", re.IGNORECASE)
+_SQL_NAME = r'(?:"[^"]+"|[A-Za-z_][\w$]*)(?:\.(?:"[^"]+"|[A-Za-z_][\w$]*))?'
+# A TRUNCATE statement (f-string fields read as names), or its start in a string concatenated with names.
+_TRUNCATE = re.compile(
+    rf"""(?:^|;)\s*TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?
+    (?:\s*$
+      |\s+{_SQL_NAME}\s*\*?(?:\s*,\s*{_SQL_NAME}\s*\*?)*
+       (?:\s+(?:RESTART|CONTINUE)\s+IDENTITY)?(?:\s+(?:CASCADE|RESTRICT))?\s*(?:;|$))""",
+    re.IGNORECASE | re.VERBOSE,
+)
 
 
 @static_check("D106", title="create_engine without NullPool in harness code")
@@ -1239,7 +1247,7 @@ def _closes(scope: ast.AST, keys: set[str] | None) -> bool:
 def _client_is_owned(call: ast.Call, parents: dict[int, ast.AST]) -> bool:
     """Whether something closes the client `call` creates: a `with`, an exit stack, or a close() call."""
     parent = parents.get(id(call))
-    if isinstance(parent, ast.keyword):
+    while isinstance(parent, ast.keyword | ast.IfExp | ast.BoolOp):  # `x if c else Client()`, `x or Client()`
         parent = parents.get(id(parent))
     if isinstance(parent, ast.withitem):
         return True

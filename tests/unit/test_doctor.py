@@ -333,7 +333,9 @@ def test_harness_engine_without_null_pool_and_truncate_are_errors(root: Path) ->
 
 def test_service_code_may_pool_and_docstrings_may_say_truncate(root: Path) -> None:
     # The services themselves pool connections (app/db.py): only harness code is checked.
-    (root / "use_case_tests" / "notes.py").write_text('"""Never TRUNCATE tables here: use DELETE FROM."""\n')
+    (root / "use_case_tests" / "notes.py").write_text(
+        '"""Never TRUNCATE tables here: use DELETE FROM."""\n\nWHY = "TRUNCATE waits for an exclusive lock"\n'
+    )
 
     findings = static_findings(root)
 
@@ -350,8 +352,8 @@ class Leaky:
 
 
 class Tidy:
-    def __init__(self) -> None:
-        self._client = AsyncClient()
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client if client is not None else AsyncClient()
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     def add(self, name: str) -> None:
