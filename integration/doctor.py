@@ -501,7 +501,6 @@ class _ServiceRoutes:
     """The route tables of every module of one service, with imports between its modules resolved."""
 
     def __init__(self, project: Project, service: ServiceView) -> None:
-        self.project = project
         self.files = project.python_files_under(service.build_dir)
         self.build_dir = service.build_dir.resolve()
         self.tables: dict[tuple[Path, str], RouteTable] = {}
@@ -762,7 +761,7 @@ def _function_import_findings(
                 continue
             position = (node.lineno, node.col_offset)
             earlier = [u for u in uses.get(name, []) if (u.lineno, u.col_offset) < position]
-            where = f"{project.rel(path)}"
+            where = project.rel(path)
             if earlier:
                 reported.add(name)
                 first = min(earlier, key=lambda u: (u.lineno, u.col_offset))
@@ -1418,6 +1417,50 @@ def check_stale_images(ctx: LiveContext) -> list[Finding]:
     return findings
 
 
+_TCP_STATES = {"01": "ESTABLISHED", "06": "TIME-WAIT", "08": "CLOSE-WAIT", "0A": "LISTEN"}
+
+
+def port_connections(port: int, proc: Path = Path("/proc")) -> dict[str, int]:
+    """TCP sockets on local `port` by state (TIME-WAIT, ESTABLISHED, ...), from /proc/net/tcp and tcp6."""
+    states: dict[str, int] = {}
+    for table in (proc / "net" / "tcp", proc / "net" / "tcp6"):
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            try:
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            except (IndexError, ValueError):
+                continue
+            if local_port == port:
+                state = _TCP_STATES.get(fields[3], f"state {fields[3]}")
+                states[state] = states.get(state, 0) + 1
+    return states
+
+
+def _port_holder(port: int, proc: Path) -> tuple[str, str]:
+    """What holds `port` ("taken by ...", "held by ..."), and what to do about it."""
+    owner = describe_port_owner(port, proc)
+    if owner is not None:
+        return (
+            f"taken by {owner}",
+            f"stop {owner.split(':')[0]} if it is a leftover (a stack: python -m integration down)",
+        )
+    connections = port_connections(port, proc)
+    if connections.get("TIME-WAIT") and set(connections) == {"TIME-WAIT"}:
+        return (
+            f"held only by {connections['TIME-WAIT']} closed connections in TIME-WAIT (a stack stopped "
+            "less than a minute ago; no process listens on it)",
+            "nothing to stop: the kernel frees the port within about 60 s",
+        )
+    if connections:
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(connections.items()))
+        return f"held by open connections ({shown})", f"find them with: ss -tanp sport = :{port}"
+    return "taken by an unknown process", f"find it with: ss -ltnp sport = :{port}"
+
+
 @live_check("D204", title="preferred host ports that are taken")
 def check_ports(ctx: LiveContext) -> list[Finding]:
     system = ctx.system
@@ -1429,17 +1472,16 @@ def check_ports(ctx: LiveContext) -> list[Finding]:
         for container_port, host_port in ports.items():
             if ctx.is_free(host_port):
                 continue
-            owner = describe_port_owner(host_port, ctx.proc) or "an unknown process"
+            holder, fix = _port_holder(host_port, ctx.proc)
             findings.append(
                 _warning(
                     f"<port {host_port}>",
                     None,
                     "D204",
                     f"127.0.0.1:{host_port}, the preferred host port of {compose_service}:"
-                    f"{container_port}, is taken by {owner}; the run will fall back to other ports, so "
+                    f"{container_port}, is {holder}; the run will fall back to other ports, so "
                     "URLs differ from the documented ones",
-                    f"stop what holds port {host_port} if it is a leftover (a stack: python -m integration "
-                    "down)",
+                    fix,
                 )
             )
     return findings

@@ -518,6 +518,26 @@ def test_taken_preferred_port_is_a_warning(root: Path, tmp_path: Path) -> None:
     assert "links-db:5432" in found[0].message and "fall back" in found[0].message
 
 
+def test_port_held_only_by_time_wait_says_so(root: Path, tmp_path: Path) -> None:
+    port = DEFAULT_BASE + 10  # analytics:8000
+    (tmp_path / "net").mkdir()
+    header = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
+    )
+    time_wait = [
+        f"{n}: 0100007F:{port:04X} 0100007F:E3E{n} 06 00000000:00000000 03:00000DEB 00000000 0 0 0 3 0"
+        for n in (0, 1)
+    ]
+    (tmp_path / "net" / "tcp").write_text("\n".join([header, *time_wait]) + "\n")
+    ctx = LiveContext(load_system(root), proc=tmp_path, is_free=lambda p: p != port)
+
+    found = check_ports(ctx)
+
+    assert [f.path for f in found] == [f"<port {port}>"]
+    assert "2 closed connections in TIME-WAIT" in found[0].message
+    assert "60 s" in found[0].fix
+
+
 def _fake_process(proc: Path, pid: int, ppid: int, argv: list[str]) -> None:
     folder = proc / str(pid)
     folder.mkdir(parents=True)
