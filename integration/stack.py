@@ -232,10 +232,11 @@ class Stack:
     def up(self) -> StackEndpoints:
         """Down whatever an earlier run left, then up --wait, then wait for every service's health."""
         check_compose(self.client)
-        self.write()
         started = time.monotonic()
+        # Down before planning: a killed earlier run's containers still hold this project's host ports.
         self.down()
         self.timings["down_before"] = time.monotonic() - started
+        self.write()
         started = time.monotonic()
         self._compose_up()
         self.timings["up"] = time.monotonic() - started
@@ -288,9 +289,14 @@ class Stack:
 
     def logs_tail(self, container: str, lines: int = LOG_TAIL_LINES) -> str:
         try:
-            return self.client.container.logs(container, tail=lines)
+            text = self.client.container.logs(container, tail=lines, timestamps=True)
         except DockerException as exc:
             return f"(logs unavailable: {(exc.stderr or str(exc)).strip()[-200:]})"
+        # python-on-whales reads stdout and stderr on two threads, so their lines arrive interleaved at
+        # random; the engine's fixed-width timestamps restore the order the container wrote them in.
+        stamped = [line.partition(" ") for line in text.split("\n") if line]
+        ordered = [rest for _, _, rest in sorted(stamped, key=lambda parts: parts[0])]
+        return "\n".join(ordered) + "\n" if ordered else ""
 
     def _failure_message(self, headline: str, output: str = "") -> str:
         parts = [f"{headline} (project {self.project}, compose file {self.compose_file})"]
