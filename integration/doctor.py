@@ -58,6 +58,7 @@ Reporter = Callable[[str], None]
 CheckFunction = Callable[..., list["Finding"]]
 
 BUILD_COMMAND = "nox -s build"
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 HARNESS_FOLDERS = ("use_case_tests", "tests")
 # Folders never scanned for Python files: environments, caches, generated files.
 SKIPPED_FOLDERS = frozenset(
@@ -1440,15 +1441,18 @@ def port_connections(port: int, proc: Path = Path("/proc")) -> dict[str, int]:
     return states
 
 
-def _port_holder(port: int, proc: Path) -> tuple[str, str]:
+def _port_holder(port: int, ctx: LiveContext) -> tuple[str, str]:
     """What holds `port` ("taken by ...", "held by ..."), and what to do about it."""
-    owner = describe_port_owner(port, proc)
+    publisher = _container_publishing(port, ctx)
+    if publisher is not None:
+        return publisher
+    owner = describe_port_owner(port, ctx.proc)
     if owner is not None:
         return (
             f"taken by {owner}",
             f"stop {owner.split(':')[0]} if it is a leftover (a stack: python -m integration down)",
         )
-    connections = port_connections(port, proc)
+    connections = port_connections(port, ctx.proc)
     if connections.get("TIME-WAIT") and set(connections) == {"TIME-WAIT"}:
         return (
             f"held only by {connections['TIME-WAIT']} closed connections in TIME-WAIT (a stack stopped "
@@ -1459,6 +1463,34 @@ def _port_holder(port: int, proc: Path) -> tuple[str, str]:
         shown = ", ".join(f"{n} {state}" for state, n in sorted(connections.items()))
         return f"held by open connections ({shown})", f"find them with: ss -tanp sport = :{port}"
     return "taken by an unknown process", f"find it with: ss -ltnp sport = :{port}"
+
+
+def _container_publishing(port: int, ctx: LiveContext) -> tuple[str, str] | None:
+    """The container that publishes `port` (its docker-proxy holds it), and how to remove it."""
+    try:
+        containers = ctx.client.container.list(filters=[("publish", str(port))])
+    except DockerException:
+        return None
+    if not containers:
+        return None
+    container = containers[0]
+    project = (container.config.labels or {}).get(COMPOSE_PROJECT_LABEL)
+    if project is None:
+        return (
+            f"published by container {container.name}",
+            f"docker rm -f {container.name} if it is a leftover",
+        )
+    if ctx.system is not None and _of_checkout(project, ctx.system):
+        fix = f"python -m integration down --root {ctx.system.root}"
+    else:
+        fix = f"docker compose -p {project} down -v -t 0, if that stack is a leftover"
+    return f"published by container {container.name} of compose project {project}", fix
+
+
+def _of_checkout(project: str, system: SystemSpec) -> bool:
+    """Whether a compose project is this checkout's (or one of its xdist workers')."""
+    mine = project_name(system)
+    return project == mine or project.startswith(mine + "-")
 
 
 @live_check("D204", title="preferred host ports that are taken")
@@ -1472,7 +1504,7 @@ def check_ports(ctx: LiveContext) -> list[Finding]:
         for container_port, host_port in ports.items():
             if ctx.is_free(host_port):
                 continue
-            holder, fix = _port_holder(host_port, ctx.proc)
+            holder, fix = _port_holder(host_port, ctx)
             findings.append(
                 _warning(
                     f"<port {host_port}>",
@@ -1492,15 +1524,14 @@ def check_leftover_containers(ctx: LiveContext) -> list[Finding]:
     system = ctx.system
     if system is None:
         return []
-    project = project_name(system)
     try:
-        containers = ctx.client.container.list(all=True, filters=[("label", "com.docker.compose.project")])
+        containers = ctx.client.container.list(all=True, filters=[("label", COMPOSE_PROJECT_LABEL)])
     except DockerException as exc:
         return [_warning("<docker>", None, "D205", f"cannot list containers: {exc}", "check the engine")]
     mine: dict[str, list[str]] = {}
     for container in containers:
-        label = (container.config.labels or {}).get("com.docker.compose.project", "")
-        if label == project or label.startswith(project + "-"):
+        label = (container.config.labels or {}).get(COMPOSE_PROJECT_LABEL, "")
+        if _of_checkout(label, system):
             mine.setdefault(label, []).append(f"{container.name} ({container.state.status})")
     findings = []
     for label, names in sorted(mine.items()):
@@ -1511,8 +1542,9 @@ def check_leftover_containers(ctx: LiveContext) -> list[Finding]:
                 "D205",
                 f"compose project {label} of this checkout still has containers: {', '.join(sorted(names))}; "
                 "a killed or --keep run left them (they hold ports and memory)",
-                f"python -m integration down --root {system.root} (or: docker rm -f $(docker ps -aq --filter "
-                f"label=com.docker.compose.project={label}))",
+                f"python -m integration down --root {system.root}"
+                if label == project_name(system)
+                else f"docker compose -p {label} down -v -t 0",
             )
         )
     return findings

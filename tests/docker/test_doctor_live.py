@@ -17,7 +17,7 @@ from python_on_whales import docker
 
 from integration.baseimages import locally_available
 from integration.discovery import load_system
-from integration.doctor import Finding, live_findings
+from integration.doctor import COMPOSE_PROJECT_LABEL, Finding, live_findings
 from integration.images import build_images
 from integration.model import LABEL_SYSTEM, OFFLINE_PYTHON_IMAGE, BaseImages, SystemSpec
 from integration.stack import project_name
@@ -105,6 +105,30 @@ def test_taken_port_names_the_process_that_holds_it(tmp_path: Path) -> None:
     assert "orders:8000" in taken[0].message and "fall back" in taken[0].message
 
 
+def test_port_published_by_a_container_names_the_container_and_its_project(probe_system: SystemSpec) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    name = f"{PREFIX}-publisher-{uuid.uuid4().hex[:8]}"
+    other_project = f"{PREFIX}-other-{uuid.uuid4().hex[:6]}"
+    container = docker.run(
+        OFFLINE_PYTHON_IMAGE,
+        ["sleep", "120"],
+        detach=True,
+        name=name,
+        publish=[(f"127.0.0.1:{port}", 8000)],
+        labels={COMPOSE_PROJECT_LABEL: other_project},
+    )
+    try:
+        found = with_code(live_findings(probe_system, port_base=port), "D204")
+    finally:
+        docker.container.remove(container, force=True)
+
+    assert [f.path for f in found] == [f"<port {port}>"], [f.render() for f in found]
+    assert f"container {name} of compose project {other_project}" in found[0].message
+    assert found[0].fix.startswith(f"docker compose -p {other_project} down")
+
+
 def test_leftover_container_of_the_project_is_a_warning(probe_system: SystemSpec) -> None:
     project = project_name(probe_system)
     name = f"{PREFIX}-leftover-{uuid.uuid4().hex[:8]}"
@@ -113,7 +137,7 @@ def test_leftover_container_of_the_project_is_a_warning(probe_system: SystemSpec
         ["sleep", "120"],
         detach=True,
         name=name,
-        labels={"com.docker.compose.project": project, LABEL_SYSTEM: PREFIX},
+        labels={COMPOSE_PROJECT_LABEL: project, LABEL_SYSTEM: PREFIX},
     )
     try:
         found = with_code(live_findings(probe_system), "D205")
@@ -122,5 +146,5 @@ def test_leftover_container_of_the_project_is_a_warning(probe_system: SystemSpec
 
     assert [(f.severity, f.path) for f in found] == [("warning", "<docker>")]
     assert name in found[0].message and project in found[0].message
-    assert "python -m integration down" in found[0].fix
+    assert found[0].fix == f"python -m integration down --root {probe_system.root}"
     assert with_code(live_findings(probe_system), "D205") == []
