@@ -89,7 +89,7 @@ class EventTables:
 
 
 @dataclass(frozen=True)
-class ForeignKey:
+class ReflectedForeignKey:
     child: str
     parent: str
     name: str
@@ -213,11 +213,11 @@ def _fingerprint_sql(schema: str) -> str:
 
 def _reflect(
     connection: Connection, schema: str, exclude: Collection[str]
-) -> tuple[list[str], list[ForeignKey]]:
+) -> tuple[list[str], list[ReflectedForeignKey]]:
     inspector = inspect(connection)
     tables = sorted(t for t in inspector.get_table_names(schema=schema) if t not in exclude)
     known = set(tables)
-    keys: list[ForeignKey] = []
+    keys: list[ReflectedForeignKey] = []
     for (_, child), fks in inspector.get_multi_foreign_keys(schema=schema).items():
         for fk in fks:
             parent = fk["referred_table"]
@@ -225,7 +225,7 @@ def _reflect(
                 continue
             options = fk.get("options") or {}
             keys.append(
-                ForeignKey(
+                ReflectedForeignKey(
                     child=child,
                     parent=parent,
                     name=fk.get("name") or "?",
@@ -236,7 +236,7 @@ def _reflect(
     return tables, keys
 
 
-def sort_for_delete(tables: Iterable[str], foreign_keys: Iterable[ForeignKey]) -> list[str]:
+def sort_for_delete(tables: Iterable[str], foreign_keys: Iterable[ReflectedForeignKey]) -> list[str]:
     """Children before parents. A self-reference needs no order (one DELETE removes every row). Where
     foreign keys form a cycle, the cycle is broken at a key that lets the parent go first (ON DELETE
     CASCADE or SET NULL, or a deferrable NO ACTION key that the reset defers to its commit); with none
