@@ -1352,11 +1352,12 @@ def _engine_down(ctx: LiveContext) -> Finding | None:
     try:
         engine_check(ctx.client)
     except EngineError as exc:
+        problem = str(exc).partition("; ")[0]  # the rest is engine_check's advice, given as the fix
         return _warning(
             "<docker>",
             None,
             "D201",
-            f"live checks skipped: {exc}",
+            f"live checks skipped: {problem}",
             "start the Docker engine (on Debian: scripts/install-docker-engine.sh), then run the doctor "
             "again",
         )
