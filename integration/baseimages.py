@@ -198,8 +198,9 @@ def ensure_standin(standin: StandIn, client: DockerClient = docker) -> ImageOutc
 
 
 def _tail(exc: DockerException, lines: int = 25) -> str:
-    text = (exc.stderr or "") + (exc.stdout or "")
-    return "\n".join(text.strip().splitlines()[-lines:])
+    # The error is on stderr; stdout may hold a half-written JSON document (docker version --format).
+    text = (exc.stderr or "").strip() or (exc.stdout or "").strip()
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _can_pull(client: DockerClient, image: str) -> bool:

@@ -40,6 +40,7 @@ from .stack import wait_for_service_health as _wait_for_service_health
 WORKER_PORT_STRIDE = 1000
 _VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
 _SYSTEM = pytest.StashKey[SystemSpec]()
+_PHASES = pytest.StashKey[dict[str, float]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,11 +70,22 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--integration") or hasattr(config, "workerinput"):
         return
     # Checked once, in the controlling process, before collection: a stale image ends the run here.
+    started = time.monotonic()
     try:
         system = _system_for(config)
         config.stash[_VERIFIED_IMAGES] = require_fresh(system)
     except IntegrationError as exc:
         raise pytest.UsageError(str(exc)) from exc
+    config.stash[_PHASES] = {"freshness check": time.monotonic() - started}
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    phases = config.stash.get(_PHASES, None)
+    if not phases:
+        return
+    terminalreporter.section("integration: time per phase")
+    for phase, seconds in phases.items():
+        terminalreporter.write_line(f"{phase:<18} {seconds:7.2f}s")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -172,16 +184,44 @@ def docker_compose_services(
         stack.__enter__()
     except IntegrationError as exc:
         pytest.exit(f"integration: {exc}", returncode=3)
-    report(f"stack {stack.project} up in {time.monotonic() - started:.1f}s")
+    phases = pytestconfig.stash.setdefault(_PHASES, {})
+    phases["stack up"] = time.monotonic() - started
     assert stack.endpoints is not None
-    for endpoint in stack.endpoints.services.values():
-        report(f"  {endpoint.name}: {endpoint.url}")
+    for line in _summary_table(integration_system, stack.endpoints, verified, phases["stack up"]):
+        report(line)
+    tests_started = time.monotonic()
     try:
         yield stack.endpoints
     finally:
+        phases["tests"] = time.monotonic() - tests_started
         started = time.monotonic()
         stack.__exit__(None, None, None)
-        report(f"stack {stack.project} down in {time.monotonic() - started:.1f}s")
+        phases["stack down"] = time.monotonic() - started
+
+
+def _summary_table(
+    system: SystemSpec, endpoints: StackEndpoints, image_ids: dict[str, str], seconds: float
+) -> list[str]:
+    rows = [("service", "image", "image id", "url", "health")]
+    for spec in system.services:
+        endpoint = endpoints.services[spec.name]
+        rows.append(
+            (
+                spec.name,
+                spec.image,
+                image_ids.get(spec.name, "")[7:19],
+                endpoint.url,
+                f"{spec.health_path} 200",
+            )
+        )
+    if endpoints.broker_management_url:
+        rows.append(("broker", system.base_images.broker, "", endpoints.broker_management_url, "listening"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"stack {endpoints.project} healthy in {seconds:.1f}s; images verified fresh"]
+    lines += [
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
+    ]
+    return lines
 
 
 @pytest.fixture

@@ -53,15 +53,15 @@ _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
 
 
 def port_is_free(port: int) -> bool:
-    """True when a TCP socket can bind 127.0.0.1:`port` right now (without SO_REUSEADDR).
+    """True when a TCP listener could bind 127.0.0.1:`port` right now.
 
-    Without SO_REUSEADDR the bind also fails when something listens on 0.0.0.0:`port`, which is what a
-    published container port or a local server usually does.
+    SO_REUSEADDR is set as servers (and docker-proxy) set it: connections in TIME-WAIT, left by a stack
+    that just stopped, do not make a port look taken, while any listener on 127.0.0.1 or 0.0.0.0 does.
     """
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 1..65535")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOCALHOST, port))
         except OSError:
