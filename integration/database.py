@@ -113,7 +113,7 @@ class ReflectedForeignKey:
 @dataclass(frozen=True)
 class _Plan:
     tables: tuple[str, ...]
-    batch: str
+    body: str  # the batch after `_head`: DELETEs, COMMIT and, for a cached order, the fingerprint
     fingerprint: str | None
 
 
@@ -278,19 +278,22 @@ def table_delete_order(
     return sort_for_delete(tables, keys)
 
 
-def _batch(engine: Engine, tables: Sequence[str], schema: str, lock_timeout: float) -> str:
-    statements = [
-        "BEGIN",
-        f"SET LOCAL lock_timeout = '{max(1, round(lock_timeout * 1000))}ms'",
+def _deletes(engine: Engine, tables: Sequence[str], schema: str) -> str:
+    """The body of a reset batch: the DELETEs in order and the COMMIT (the head comes from `_head`)."""
+    return "".join(f"DELETE FROM {_quote_table(engine, t, schema)};\n" for t in tables) + "COMMIT"
+
+
+def _head(lock_timeout: float) -> str:
+    """The start of a reset batch; not cached with the order, so each call's lock_timeout applies."""
+    return (
+        "BEGIN;\n"
+        f"SET LOCAL lock_timeout = '{max(1, round(lock_timeout * 1000))}ms';\n"
         # No effect on keys that are not deferrable; lets a cycle of deferrable keys be emptied.
-        "SET CONSTRAINTS ALL DEFERRED",
-        *(f"DELETE FROM {_quote_table(engine, t, schema)}" for t in tables),
-        "COMMIT",
-    ]
-    return ";\n".join(statements)
+        "SET CONSTRAINTS ALL DEFERRED;\n"
+    )
 
 
-def _plan(engine: Engine, schema: str, exclude: frozenset[str], lock_timeout: float) -> _Plan:
+def _plan(engine: Engine, schema: str, exclude: frozenset[str]) -> _Plan:
     with _autocommit(engine) as connection:
         try:
             # The fingerprint first: a table created during the reflection then changes the next one.
@@ -299,8 +302,10 @@ def _plan(engine: Engine, schema: str, exclude: frozenset[str], lock_timeout: fl
         except SQLAlchemyError as exc:
             raise DatabaseError(f"cannot read the tables of {redact(engine.url)}: {_reason(exc)}") from None
     order = tuple(sort_for_delete(tables, keys))
-    batch = _batch(engine, order, schema, lock_timeout) + ";\n" + _fingerprint_sql(schema)
-    return _Plan(order, batch, fingerprint)
+    # The batch ends with the fingerprint, read again after the commit: one round trip tells whether
+    # the cached order is still the schema's.
+    body = _deletes(engine, order, schema) + ";\n" + _fingerprint_sql(schema)
+    return _Plan(order, body, fingerprint)
 
 
 def clear_delete_order_cache() -> None:
@@ -355,13 +360,13 @@ def reset_database(
     key = (engine.url.render_as_string(hide_password=False), schema, frozenset(exclude))
     from_cache = order is None
     if order is not None:
-        plan = _Plan(tuple(order), _batch(engine, order, schema, lock_timeout), None)
+        plan = _Plan(tuple(order), _deletes(engine, order, schema), None)
     else:
         with _plans_lock:
             plan = _plans.get(key)
         if plan is None:
             from_cache = False
-            plan = _plan(engine, schema, key[2], lock_timeout)
+            plan = _plan(engine, schema, key[2])
     renewed = False  # whether this reset read the schema again
     executions = 0
     lock_failures = 0
@@ -369,7 +374,7 @@ def reset_database(
         executions += 1
         try:
             with _autocommit(engine) as connection:
-                result = connection.exec_driver_sql(plan.batch)
+                result = connection.exec_driver_sql(_head(lock_timeout) + plan.body)
                 fingerprint = result.scalar_one() if order is None else None
         except DBAPIError as exc:
             state = _sqlstate(exc)
@@ -385,7 +390,7 @@ def reset_database(
             if from_cache and not renewed:
                 # The cached order may be stale (a table is gone, a new one references an old one):
                 # read the schema again and try once more before calling it an error.
-                plan, renewed, from_cache = _plan(engine, schema, key[2], lock_timeout), True, False
+                plan, renewed, from_cache = _plan(engine, schema, key[2]), True, False
                 continue
             raise DatabaseError(f"cannot reset {url}: {_reason(exc)}") from None
         except SQLAlchemyError as exc:
@@ -394,7 +399,7 @@ def reset_database(
             break
         # Tables or foreign keys changed since the order was read: read them again, and empty the tables
         # the old order did not know. (Should the schema change again meanwhile, the next reset will.)
-        plan, renewed, from_cache = _plan(engine, schema, key[2], lock_timeout), True, False
+        plan, renewed, from_cache = _plan(engine, schema, key[2]), True, False
     if order is None:
         with _plans_lock:
             _plans[key] = plan

@@ -37,15 +37,18 @@ CREATE TABLE order_lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES o
 CREATE TABLE employees (id int PRIMARY KEY, manager_id int REFERENCES employees(id));
 CREATE TABLE notes (id int PRIMARY KEY, body text);
 """
-CHAIN_DATA = """
+MIGRATION_ROWS = """
 INSERT INTO alembic_version VALUES ('0042');
 INSERT INTO flyway_schema_history VALUES (1);
+"""
+USER_ROWS = """
 INSERT INTO customers VALUES (1), (2);
 INSERT INTO orders VALUES (10, 1), (11, 2);
 INSERT INTO order_lines VALUES (100, 10), (101, 11);
 INSERT INTO employees VALUES (1, NULL), (2, 1), (3, 2);
 INSERT INTO notes VALUES (1, 'x');
 """
+CHAIN_DATA = MIGRATION_ROWS + USER_ROWS
 EVENT_DDL = """
 CREATE TABLE outbox_events (event_id text PRIMARY KEY, event_type text NOT NULL, payload jsonb NOT NULL,
     occurred_at timestamptz NOT NULL, published_at timestamptz);
@@ -246,9 +249,13 @@ def test_reset_retries_after_a_lock_timeout(pg_engine, pg_other):
 
 def test_reset_gives_up_naming_the_lock_holder_without_the_password(pg_engine, pg_other):
     run(pg_engine, CHAIN_DDL + CHAIN_DATA)
+    reset_database(pg_engine)  # caches the order, made with the default lock_timeout of 1 s
+    run(pg_engine, USER_ROWS)
     pg_other.exec_driver_sql("SELECT * FROM notes FOR UPDATE").all()
+    started = time.monotonic()
     with pytest.raises(DatabaseError) as caught:
         reset_database(pg_engine, lock_timeout=0.1, attempts=2)
+    assert time.monotonic() - started < 0.8  # this call's lock_timeout, not the cached order's
     message = str(caught.value)
     assert "attempt 2 of 2" in message and "lock timeout" in message
     assert "idle in transaction" in message and "itest-service" in message
