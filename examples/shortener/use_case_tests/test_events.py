@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from architecture.contracts.events import LinkCreated, LinkDeleted, LinkVisited
 
+from architecture.contracts.events import LinkCreated, LinkDeleted, LinkVisited
 from use_case_tests.harness import ITestHarness
 
 URL = "https://example.com/events"

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pika
-from architecture.contracts.events import Event, LinkCreated, LinkDeleted, LinkEvent, LinkVisited
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from pika.spec import Basic, BasicProperties
@@ -18,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import LinkStatsRecord, ProcessedEvent
+from architecture.contracts.events import Event, LinkCreated, LinkDeleted, LinkEvent, LinkVisited
 
 logger = logging.getLogger(__name__)
 

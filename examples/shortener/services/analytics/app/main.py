@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
-from architecture.contracts.analytics import DEFAULT_TOP_LIMIT, EVENTS_CONSUMED, MAX_TOP_LIMIT, LinkStats
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.db import Database, get_session
 from app.events import EventConsumer, process_event
 from app.models import LinkStatsRecord
+from architecture.contracts.analytics import DEFAULT_TOP_LIMIT, EVENTS_CONSUMED, MAX_TOP_LIMIT, LinkStats
 
 logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO"),

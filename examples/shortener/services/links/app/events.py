@@ -8,7 +8,6 @@ import threading
 from datetime import UTC, datetime
 
 import pika
-from architecture.contracts.events import Event
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import OutboxEvent
+from architecture.contracts.events import Event
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from architecture.contracts.events import LinkCreated, LinkDeleted, LinkVisited
-from architecture.contracts.links import CreateLinkRequest, LinkResponse
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -24,6 +22,8 @@ from sqlalchemy.orm import Session
 from app.db import Database, get_session
 from app.events import OutboxPublisher, record_event
 from app.models import Link
+from architecture.contracts.events import LinkCreated, LinkDeleted, LinkVisited
+from architecture.contracts.links import CreateLinkRequest, LinkResponse
 
 logging.basicConfig(
     level=os.environ.get("LOG_LEVEL", "INFO"),
