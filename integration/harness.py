@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -46,6 +46,7 @@ from integration.database import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_OUTBOX_TABLE,
     DEFAULT_PROCESSED_TABLE,
+    DEFAULT_RESET_ATTEMPTS,
     EventTables,
     OutboxRow,
     ResetStats,
@@ -184,26 +185,29 @@ class RealServiceHarness:
 
     Owns one httpx.Client, one NullPool engine per service database and a BrokerAdmin when the stack
     has a broker; `close()` (or leaving a `with` block) releases all of them, and is safe to call twice.
+
+    The settings below are class attributes with defaults; a subclass overrides them in its body, the
+    plugin may set them on an instance.
     """
 
     # Event name -> contract event model: what get_published_events() turns outbox payloads into.
     # Fill from the contracts, e.g. `event_types = event_map(links.EVENTS_PUBLISHED)`.
-    event_types: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    event_types: Mapping[str, type[BaseModel]] = {}
     # Consumer service -> the event names (or classes) it consumes, from the contracts' EVENTS_CONSUMED:
     # wait_for_events_processed() expects each of those events in the consumer's processed table.
-    consumed: ClassVar[Mapping[str, Collection[str | type]]] = {}
+    consumed: Mapping[str, Collection[str | type]] = {}
     # The publishers' and consumers' event tables (docs/conventions.md).
-    outbox_table: ClassVar[str] = DEFAULT_OUTBOX_TABLE
-    processed_table: ClassVar[str] = DEFAULT_PROCESSED_TABLE
+    outbox_table: str = DEFAULT_OUTBOX_TABLE
+    processed_table: str = DEFAULT_PROCESSED_TABLE
     # Tables a reset leaves alone: the migration tools' bookkeeping.
-    reset_exclude: ClassVar[frozenset[str]] = DEFAULT_EXCLUDED_TABLES
+    reset_exclude: frozenset[str] = DEFAULT_EXCLUDED_TABLES
     # Seconds one reset attempt waits for a lock a service holds, and how many attempts it makes.
-    reset_lock_timeout: ClassVar[float] = DEFAULT_LOCK_TIMEOUT
-    reset_attempts: ClassVar[int] = 5
+    reset_lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    reset_attempts: int = DEFAULT_RESET_ATTEMPTS
     # Statuses request() and call() accept unless told otherwise.
-    expected_statuses: ClassVar[tuple[int, ...]] = DEFAULT_EXPECTED
+    expected_statuses: tuple[int, ...] = DEFAULT_EXPECTED
     # Characters of a response body quoted in an error message.
-    error_body_limit: ClassVar[int] = 500
+    error_body_limit: int = 500
 
     def __init__(self, endpoints: StackEndpoints, *, timeout: float = 10.0) -> None:
         self.endpoints = endpoints
@@ -611,8 +615,10 @@ class RealServiceHarness:
         (a) every outbox row of every publisher has `published_at` set;
         (b) every consumer's processed table holds each outbox event whose type it consumes (the
             decisive condition: the broker's counters lag);
-        (c) then, once, the broker's queues: they decide only for a consumer without a database; for
-            the others a message they still show is logged (most likely the counters are behind).
+        (c) then, once, the broker's queues: they decide only for a consumer without a database (a
+            queue whose counters are not reported yet counts as empty); for the others a message they
+            still show is logged, not waited for (most likely the counters are behind), and kept in
+            `last_queue_states`.
 
         TimeoutError after `timeout` seconds names everything still pending and the queues' counters.
         """
