@@ -144,6 +144,9 @@ def _database(system: SystemSpec, spec: ServiceSpec, ports: PortPlan) -> dict[st
             "POSTGRES_USER": POSTGRES_USER,
             "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
             "POSTGRES_DB": database,
+            # The container is disposable and published on 127.0.0.1 only; skipping the password
+            # exchange halves the cost of each NullPool connection the harness opens per reset.
+            "POSTGRES_HOST_AUTH_METHOD": "trust",
         },
         "tmpfs": [POSTGRES_DATA],
         "healthcheck": {

@@ -164,6 +164,7 @@ def test_database_container():
         "POSTGRES_USER": "postgres",
         "POSTGRES_PASSWORD": "postgres",
         "POSTGRES_DB": "orders",
+        "POSTGRES_HOST_AUTH_METHOD": "trust",
     }
     assert db["tmpfs"] == ["/var/lib/postgresql/data"]
     assert db["command"] == [

@@ -12,6 +12,8 @@ fi
 
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
 POSTGRES_DB=${POSTGRES_DB:-$POSTGRES_USER}
+# Like the official image: scram-sha-256 unless the container asks for another method (e.g. trust).
+auth_method=${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 
 mkdir -p "$PGDATA" /run/postgresql
@@ -23,9 +25,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
     chown postgres "$pwfile"
     as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" -E UTF8 --locale=C.UTF-8 \
-        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+        --auth-local=trust --auth-host="$auth_method" >/dev/null
     rm -f "$pwfile"
-    echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    echo "host all all all $auth_method" >>"$PGDATA/pg_hba.conf"
     echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
     if [ "$POSTGRES_DB" != postgres ]; then
         # Single-user mode creates the database without a server that a health check could see early.
