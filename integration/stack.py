@@ -54,9 +54,10 @@ def project_name(system: SystemSpec, worker: str | None = None) -> str:
     """`<system>-<hash of the checkout's root>[-<worker>]`: unique per checkout and per xdist worker."""
     override = os.environ.get(PROJECT_ENV)
     if override:
-        return override
-    digest = hashlib.sha1(str(system.root.resolve()).encode()).hexdigest()[:8]
-    name = f"{system.name}-{digest}"
+        name = override  # still suffixed per worker: workers sharing a project would down each other's
+    else:
+        digest = hashlib.sha1(str(system.root.resolve()).encode()).hexdigest()[:8]
+        name = f"{system.name}-{digest}"
     if worker and worker != "master":
         name += f"-{worker}"
     return re.sub(r"[^a-z0-9_-]", "-", name.lower())

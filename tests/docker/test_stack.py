@@ -233,26 +233,10 @@ def test_the_stack_is_removed_when_the_body_of_the_with_fails(echo, project, tmp
     assert project_resources(project) == ([], [], [])
 
 
-def no_listener_on(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:`port`; connections in TIME_WAIT there do not count.
-
-    With SO_REUSEADDR a bind fails on Linux only when a socket listens on the port, which is what the
-    engine's own bind (docker-proxy sets SO_REUSEADDR) cares about. `ports.port_is_free` binds without it
-    and so also refuses a port that a closed HTTP connection left in TIME_WAIT for a minute.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_a_leftover_of_a_crashed_run_is_cleared_by_the_next_run(echo, project, tmp_path):
     base = free_port_base()
     settings = {"project": project, "compose_dir": tmp_path, "report": quiet, "port_base": base}
-    crashed = Stack(echo.system, **settings, is_port_free=no_listener_on)
+    crashed = Stack(echo.system, **settings)
     try:
         crashed.up()  # never exited: its containers, network and ports stay, as after a killed run
         left = {c.id for c in project_resources(project)[0]}
@@ -260,7 +244,7 @@ def test_a_leftover_of_a_crashed_run_is_cleared_by_the_next_run(echo, project, t
         held = published_ports(crashed)
         assert held == {base, base + 1, base + 10}
 
-        with Stack(echo.system, **settings, is_port_free=no_listener_on) as rerun:
+        with Stack(echo.system, **settings) as rerun:
             assert_serves(rerun)
             running = {c.id for c in project_resources(project)[0]}
             assert len(running) == 3
@@ -478,3 +462,13 @@ def test_a_project_name_is_unique_per_root(echo, tmp_path, monkeypatch):
     assert project_name(load_system(copies[0], echo.system.base_images)) == names[0]  # stable per root
     assert project_name(echo.system, "gw1") == project_name(echo.system) + "-gw1"
     assert Stack(echo.system, report=quiet).project == project_name(echo.system)
+
+
+def test_a_project_name_from_the_environment_is_still_unique_per_worker(echo, monkeypatch):
+    # Two xdist workers must never share a project: each one's `down` would remove the other's stack.
+    monkeypatch.setenv(PROJECT_ENV, "itest-ci-run")
+
+    assert project_name(echo.system) == "itest-ci-run"
+    assert project_name(echo.system, "master") == "itest-ci-run"
+    assert project_name(echo.system, "gw0") == "itest-ci-run-gw0"
+    assert project_name(echo.system, "gw1") == "itest-ci-run-gw1"
