@@ -1,9 +1,17 @@
 """Third-party images a stack needs: the registry ones when they can be had, offline stand-ins otherwise.
 
-Real users pull `postgres`, `rabbitmq:*-management` and `python:*-slim`. On a machine without a
-registry the toolkit builds stand-ins from Debian packages instead: a minimal bookworm root file system
-(debootstrap) imported as `integration-local/debian:bookworm`, then one small Dockerfile per stand-in
-(`integration/standins/`). Each stand-in carries a label with the hash of its recipe, so a second run
+Which images a stack asks for is configuration: the registry names by default, each replaceable through
+an environment variable (`configured_base_images`, the one place that reads them):
+
+    INTEGRATION_POSTGRES_IMAGE   default postgres:15      (postgres:17 for PostgreSQL 17)
+    INTEGRATION_BROKER_IMAGE     default rabbitmq:3.12-management
+    INTEGRATION_PYTHON_IMAGE     default python:3.11-slim
+
+Real users pull them. On a machine without a registry the toolkit builds stand-ins from Debian packages
+instead: a minimal Debian root file system (debootstrap) imported as `integration-local/debian:<suite>`,
+then one small Dockerfile per stand-in (`integration/standins/`). PostgreSQL has one stand-in per major
+that a Debian release packages (`POSTGRES_SUITES`: 15 from bookworm, 17 from trixie), built only when a
+stack asks for that major. Each stand-in carries a label with the hash of its recipe, so a second run
 reuses it and a changed recipe rebuilds it.
 """
 
@@ -12,21 +20,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 
-from .errors import BuildError, EngineError
+from .discovery import IMAGE_RE
+from .errors import BuildError, ConfigError, EngineError
 from .model import (
     OFFLINE_BROKER_IMAGE,
-    OFFLINE_POSTGRES_IMAGE,
     OFFLINE_PYTHON_IMAGE,
     BaseImages,
 )
@@ -42,21 +51,97 @@ RECIPES = Path(__file__).parent / "standins"
 # Setting this skips registry pulls and uses the stand-ins straight away.
 OFFLINE_ENV = "INTEGRATION_OFFLINE"
 
+# The one place the base images are configured from the environment: BaseImages field -> variable.
+BASE_IMAGE_ENV = {
+    "postgres": "INTEGRATION_POSTGRES_IMAGE",
+    "broker": "INTEGRATION_BROKER_IMAGE",
+    "python": "INTEGRATION_PYTHON_IMAGE",
+}
+
+# PostgreSQL majors that Debian packages, and the release that has each: the majors with a stand-in.
+POSTGRES_SUITES = {"15": "bookworm", "17": "trixie"}
+DEFAULT_POSTGRES_MAJOR = "15"
+_MAJOR_TAG = re.compile(r":(\d+)(?:[.-][A-Za-z0-9_.-]*)?$")
+
+
+def configured_base_images(environ: Mapping[str, str] | None = None) -> BaseImages:
+    """The base images a stack asks for: `INTEGRATION_{POSTGRES,BROKER,PYTHON}_IMAGE`, else the defaults.
+
+    An empty variable counts as unset. A value that is not an image reference is a ConfigError naming
+    the variable.
+    """
+    environ = os.environ if environ is None else environ
+    chosen: dict[str, str] = {}
+    for kind, variable in BASE_IMAGE_ENV.items():
+        value = environ.get(variable, "").strip()
+        if not value:
+            continue
+        if not IMAGE_RE.fullmatch(value):
+            raise ConfigError(
+                f"${variable}",
+                None,
+                f"{value!r} is not an image reference like {getattr(BaseImages(), kind)}; "
+                "fix or unset the variable",
+            )
+        chosen[kind] = value
+    return BaseImages(**chosen)
+
+
+def postgres_major(image: str) -> str | None:
+    """The PostgreSQL major an image's tag names (`postgres:17`, `postgres:17.2-bookworm` -> "17")."""
+    match = _MAJOR_TAG.search(image.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
 
 @dataclass(frozen=True)
 class StandIn:
-    """One offline stand-in image and the recipe folder it is built from."""
+    """One offline stand-in image, the recipe folder it is built from and the Debian release under it."""
 
     kind: str  # postgres, broker, python: the BaseImages field it replaces
     image: str
     recipe: str  # folder under integration/standins
+    suite: str = DEBIAN_SUITE
+    build_args: tuple[tuple[str, str], ...] = ()
+
+
+def postgres_standin(major: str = DEFAULT_POSTGRES_MAJOR) -> StandIn:
+    """The stand-in for one PostgreSQL major, from the Debian release that packages it."""
+    suite = POSTGRES_SUITES.get(major)
+    if suite is None:
+        known = ", ".join(f"{m} ({s})" for m, s in POSTGRES_SUITES.items())
+        raise BuildError(
+            f"no offline stand-in for PostgreSQL {major}: Debian packages only {known}. Make "
+            f"postgres:{major} pullable, or choose a major with a stand-in "
+            f"(INTEGRATION_POSTGRES_IMAGE=postgres:{DEFAULT_POSTGRES_MAJOR})"
+        )
+    image = f"integration-local/postgres:{major}"
+    return StandIn("postgres", image, "postgres", suite, (("PG_MAJOR", major),))
 
 
 STANDINS = (
-    StandIn("postgres", OFFLINE_POSTGRES_IMAGE, "postgres"),
+    postgres_standin(DEFAULT_POSTGRES_MAJOR),
     StandIn("broker", OFFLINE_BROKER_IMAGE, "rabbitmq"),
     StandIn("python", OFFLINE_PYTHON_IMAGE, "python"),
 )
+KINDS = tuple(f.name for f in fields(BaseImages))
+
+
+def standin_for(kind: str, image: str) -> StandIn:
+    """The stand-in that replaces `image`: for PostgreSQL the one of the major its tag names.
+
+    A postgres image whose tag names no major gets the default major's stand-in; a major that Debian
+    does not package is a BuildError.
+    """
+    if kind == "postgres":
+        return postgres_standin(postgres_major(image) or DEFAULT_POSTGRES_MAJOR)
+    for standin in STANDINS:
+        if standin.kind == kind:
+            return standin
+    raise ValueError(f"no stand-in kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def debian_base_image(suite: str = DEBIAN_SUITE) -> str:
+    return f"integration-local/debian:{suite}"
 
 
 @dataclass(frozen=True)
@@ -112,17 +197,18 @@ def _recipe_hash_of(client: DockerClient, image: str) -> str | None:
         return None
 
 
-def _debian_recipe_hash() -> str:
-    digest = hashlib.sha256(f"{DEBIAN_SUITE}|minbase|ca-certificates".encode())
+def _debian_recipe_hash(suite: str = DEBIAN_SUITE) -> str:
+    digest = hashlib.sha256(f"{suite}|minbase|ca-certificates".encode())
     digest.update(_ca_bundle_bytes())
     return digest.hexdigest()[:16]
 
 
-def ensure_debian_base(client: DockerClient = docker) -> ImageOutcome:
-    """Import a minimal Debian root file system as an image, unless an identical one exists."""
-    wanted = _debian_recipe_hash()
-    if _recipe_hash_of(client, DEBIAN_BASE_IMAGE) == wanted:
-        return ImageOutcome("debian", DEBIAN_BASE_IMAGE, "reused")
+def ensure_debian_base(client: DockerClient = docker, suite: str = DEBIAN_SUITE) -> ImageOutcome:
+    """Import a minimal Debian root file system of `suite` as an image, unless an identical one exists."""
+    image = debian_base_image(suite)
+    wanted = _debian_recipe_hash(suite)
+    if _recipe_hash_of(client, image) == wanted:
+        return ImageOutcome("debian", image, "reused")
     if shutil.which("debootstrap") is None:
         raise BuildError(
             "debootstrap is not installed; it builds the offline base image. "
@@ -130,7 +216,7 @@ def ensure_debian_base(client: DockerClient = docker) -> ImageOutcome:
         )
     started = time.monotonic()
     mirror = debian_mirror()
-    log.info("building %s with debootstrap (about a minute)", DEBIAN_BASE_IMAGE)
+    log.info("building %s with debootstrap (about a minute)", image)
     with tempfile.TemporaryDirectory(prefix="integration-rootfs-") as work:
         rootfs = Path(work) / "rootfs"
         result = subprocess.run(
@@ -138,7 +224,7 @@ def ensure_debian_base(client: DockerClient = docker) -> ImageOutcome:
                 "debootstrap",
                 "--variant=minbase",
                 "--include=ca-certificates",
-                DEBIAN_SUITE,
+                suite,
                 str(rootfs),
                 mirror,
             ],
@@ -148,7 +234,7 @@ def ensure_debian_base(client: DockerClient = docker) -> ImageOutcome:
         )
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-            raise BuildError(f"debootstrap of {DEBIAN_SUITE} failed (exit {result.returncode}):\n{tail}")
+            raise BuildError(f"debootstrap of {suite} failed (exit {result.returncode}):\n{tail}")
         bundle = _ca_bundle_bytes()
         if bundle:
             # Trust the host's CA bundle so that apt and pip inside the images reach what the host reaches.
@@ -164,23 +250,28 @@ def ensure_debian_base(client: DockerClient = docker) -> ImageOutcome:
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         client.image.import_(
             tarball,
-            tag=DEBIAN_BASE_IMAGE,
+            tag=image,
             changes=[
                 f"LABEL {LABEL_RECIPE_HASH}={wanted}",
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 'CMD ["bash"]',
             ],
         )
-    return ImageOutcome("debian", DEBIAN_BASE_IMAGE, "built", time.monotonic() - started)
+    return ImageOutcome("debian", image, "built", time.monotonic() - started)
 
 
 def ensure_standin(standin: StandIn, client: DockerClient = docker) -> ImageOutcome:
     """Build one stand-in from its recipe unless an image with the same recipe hash exists."""
     recipe = RECIPES / standin.recipe
-    wanted = _hash_folder(recipe, _debian_recipe_hash().encode())
+    build_args = dict(standin.build_args)
+    wanted = _hash_folder(
+        recipe,
+        _debian_recipe_hash(standin.suite).encode(),
+        *(f"{key}={value}".encode() for key, value in standin.build_args),
+    )
     if _recipe_hash_of(client, standin.image) == wanted:
         return ImageOutcome(standin.kind, standin.image, "reused")
-    ensure_debian_base(client)
+    ensure_debian_base(client, standin.suite)
     started = time.monotonic()
     log.info("building the offline stand-in %s", standin.image)
     try:
@@ -188,7 +279,7 @@ def ensure_standin(standin: StandIn, client: DockerClient = docker) -> ImageOutc
             recipe,
             tags=[standin.image],
             labels={LABEL_RECIPE_HASH: wanted},
-            build_args={"BASE_IMAGE": DEBIAN_BASE_IMAGE},
+            build_args={"BASE_IMAGE": debian_base_image(standin.suite), **build_args},
             load=True,
             progress=False,
         )
@@ -223,13 +314,14 @@ def resolve_base_images(
     A configured image that is present locally, or can be pulled, is used as it is. Otherwise its
     stand-in is used, and the report says so in one line.
     """
-    configured = configured or BaseImages()
+    configured = configured or configured_base_images()
     engine_check(client)
     offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
     chosen = configured
     outcomes: list[ImageOutcome] = []
-    for standin in STANDINS:
-        image = getattr(configured, standin.kind)
+    for kind in KINDS:
+        image = getattr(configured, kind)
+        standin = standin_for(kind, image)
         if image == standin.image:
             outcomes.append(ensure_standin(standin, client))
             continue
@@ -251,12 +343,16 @@ def locally_available(configured: BaseImages | None = None, client: DockerClient
     A configured image present locally wins; otherwise its stand-in, when that exists. This is what the
     freshness check and the stack use, so that they agree with the build step.
     """
-    configured = configured or BaseImages()
+    configured = configured or configured_base_images()
     chosen = configured
-    for standin in STANDINS:
-        image = getattr(configured, standin.kind)
+    for kind in KINDS:
+        image = getattr(configured, kind)
+        try:
+            standin = standin_for(kind, image)
+        except BuildError:  # no stand-in for this PostgreSQL major: the configured image or nothing
+            continue
         if image != standin.image and not client.image.exists(image) and client.image.exists(standin.image):
-            chosen = replace(chosen, **{standin.kind: standin.image})
+            chosen = replace(chosen, **{kind: standin.image})
     return chosen
 
 
@@ -275,9 +371,18 @@ def engine_check(client: DockerClient = docker) -> None:
         ) from exc
 
 
-def build_all_standins(client: DockerClient = docker) -> list[ImageOutcome]:
-    """Build (or reuse) every stand-in: the `images` command."""
+def build_all_standins(
+    base_images: BaseImages | None = None, client: DockerClient = docker
+) -> list[ImageOutcome]:
+    """Build (or reuse) the stand-ins of the configured images (`configured_base_images`): `images`.
+
+    Only the PostgreSQL major asked for is built: `INTEGRATION_POSTGRES_IMAGE=postgres:17` builds the
+    trixie base and `integration-local/postgres:17`, the default builds bookworm's 15.
+    """
     engine_check(client)
-    outcomes = [ensure_debian_base(client)]
-    outcomes.extend(ensure_standin(standin, client) for standin in STANDINS)
+    configured = base_images or configured_base_images()
+    standins = [standin_for(kind, getattr(configured, kind)) for kind in KINDS]
+    suites = dict.fromkeys(s.suite for s in standins)
+    outcomes = [ensure_debian_base(client, suite) for suite in suites]
+    outcomes.extend(ensure_standin(standin, client) for standin in standins)
     return outcomes
