@@ -50,6 +50,8 @@ RECIPES = Path(__file__).parent / "standins"
 
 # Setting this skips registry pulls and uses the stand-ins straight away.
 OFFLINE_ENV = "INTEGRATION_OFFLINE"
+# A folder laid out like /etc/apt whose sources name the Debian mirror (default: /etc/apt itself).
+APT_SOURCES_ENV = "INTEGRATION_APT_SOURCES"
 
 # The one place the base images are configured from the environment: BaseImages field -> variable.
 BASE_IMAGE_ENV = {
@@ -154,8 +156,14 @@ class ImageOutcome:
     seconds: float = 0.0
 
 
-def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror this machine already uses, read from its apt sources; never hard-coded."""
+def debian_mirror(sources_dir: Path | None = None) -> str:
+    """The Debian mirror this machine already uses, read from its apt sources; never hard-coded.
+
+    `$INTEGRATION_APT_SOURCES` names another folder laid out like /etc/apt, for a host whose own sources
+    are not Debian's (CI on Ubuntu copies them out of Debian's image).
+    """
+    if sources_dir is None:
+        sources_dir = Path(os.environ.get(APT_SOURCES_ENV) or "/etc/apt")
     candidates: list[str] = []
     for sources in sorted((sources_dir / "sources.list.d").glob("*.sources")):
         for line in sources.read_text().splitlines():

