@@ -12,7 +12,13 @@ default, so a project overrides what it needs:
     --integration-root DIR      the system's root (default: ini `integration_root`, $INTEGRATION_ROOT,
                                 or the folder around the rootdir holding architecture/services.yml)
     --keep-stack                leave the stack running after the session, URLs printed
+    --reuse-stack               reuse mode (also $INTEGRATION_REUSE=1): leave the healthy stack running
+                                and reuse it next time while its images and compose file are unchanged;
+                                recreate only what changed; reset the data before the first test
     --health-timeout SECONDS    per-service health wait (default 90)
+
+$INTEGRATION_PORT_BASE moves the block of preferred host ports (default 47100), e.g. for a benchmark or
+a second checkout that should not compete with a stack already running on the default block.
 
 Before any test runs in integration mode the plugin checks that every service image is fresh, and stops
 the session with the names of the changed files when one is not: a stale image is never tested.
@@ -34,13 +40,15 @@ from .errors import IntegrationError
 from .images import require_fresh
 from .model import StackEndpoints, SystemSpec
 from .ports import DEFAULT_BASE
-from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, project_name
+from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, project_name, reuse_from_env
 from .stack import wait_for_service_health as _wait_for_service_health
 
 WORKER_PORT_STRIDE = 1000
+PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 _VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
 _SYSTEM = pytest.StashKey[SystemSpec]()
 _PHASES = pytest.StashKey[dict[str, float]]()
+_RESET_PENDING = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,6 +62,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--integration-root", default=None, help="root folder of the system under test")
     group.addoption(
         "--keep-stack", action="store_true", default=False, help="leave the stack running after the tests"
+    )
+    group.addoption(
+        "--reuse-stack",
+        action="store_true",
+        default=None,
+        help="leave the healthy stack running and reuse it in the next run while nothing changed "
+        "(default: $INTEGRATION_REUSE)",
     )
     group.addoption(
         "--health-timeout",
@@ -169,7 +184,8 @@ def docker_compose_services(
     except IntegrationError as exc:
         pytest.exit(f"integration: {exc}", returncode=2)
     worker = _worker(pytestconfig)
-    base = DEFAULT_BASE + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
+    base = _port_base() + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
+    reuse = _reuse(pytestconfig)
     stack = Stack(
         integration_system,
         project=docker_compose_project_name,
@@ -178,6 +194,7 @@ def docker_compose_services(
         health_timeout=pytestconfig.getoption("--health-timeout"),
         report=report,
         port_base=base,
+        reuse=reuse,
     )
     started = time.monotonic()
     try:
@@ -186,8 +203,11 @@ def docker_compose_services(
         pytest.exit(f"integration: {exc}", returncode=3)
     phases = pytestconfig.stash.setdefault(_PHASES, {})
     phases["stack up"] = time.monotonic() - started
+    # A stack that ran before (reuse mode) holds the last run's data: reset before the first test.
+    pytestconfig.stash[_RESET_PENDING] = reuse
     assert stack.endpoints is not None
-    for line in _summary_table(integration_system, stack.endpoints, verified, phases["stack up"]):
+    lines = _summary_table(integration_system, stack.endpoints, verified, phases["stack up"], stack.outcome)
+    for line in lines:
         report(line)
     tests_started = time.monotonic()
     try:
@@ -199,8 +219,27 @@ def docker_compose_services(
         phases["stack down"] = time.monotonic() - started
 
 
+def _port_base() -> int:
+    configured = os.environ.get(PORT_BASE_ENV, "").strip()
+    if not configured:
+        return DEFAULT_BASE
+    try:
+        return int(configured)
+    except ValueError:
+        raise pytest.UsageError(f"${PORT_BASE_ENV} must be a port number, not {configured!r}") from None
+
+
+def _reuse(config: pytest.Config) -> bool:
+    option = config.getoption("--reuse-stack")
+    return reuse_from_env() if option is None else bool(option)
+
+
 def _summary_table(
-    system: SystemSpec, endpoints: StackEndpoints, image_ids: dict[str, str], seconds: float
+    system: SystemSpec,
+    endpoints: StackEndpoints,
+    image_ids: dict[str, str],
+    seconds: float,
+    outcome: str = "",
 ) -> list[str]:
     rows = [("service", "image", "image id", "url", "health")]
     for spec in system.services:
@@ -217,7 +256,8 @@ def _summary_table(
     if endpoints.broker_management_url:
         rows.append(("broker", system.base_images.broker, "", endpoints.broker_management_url, "listening"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"stack {endpoints.project} healthy in {seconds:.1f}s; images verified fresh"]
+    how = f" ({outcome})" if outcome and outcome != "created" else ""
+    lines = [f"stack {endpoints.project} healthy in {seconds:.1f}s{how}; images verified fresh"]
     lines += [
         "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
     ]
@@ -226,11 +266,17 @@ def _summary_table(
 
 @pytest.fixture
 def integration_test_harness(
-    docker_compose_services: StackEndpoints, real_harness_class: type
+    pytestconfig: pytest.Config, docker_compose_services: StackEndpoints, real_harness_class: type
 ) -> Iterator[Any]:
-    """A project's RealServiceHarness on the running stack; reset and closed after each test."""
+    """A project's RealServiceHarness on the running stack; reset and closed after each test (and reset
+    before the first test when the stack is reused)."""
     harness = real_harness_class(docker_compose_services)
     try:
+        if pytestconfig.stash.get(_RESET_PENDING, False):
+            started = time.monotonic()
+            harness.reset_sync()
+            pytestconfig.stash[_RESET_PENDING] = False
+            pytestconfig.stash.setdefault(_PHASES, {})["reset before tests"] = time.monotonic() - started
         yield harness
     finally:
         try:

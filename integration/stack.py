@@ -5,6 +5,15 @@ whatever happens inside the `with` (a failed `up`, a failing test, Ctrl-C), leav
 The project name is unique per checkout (a hash of the system root), so two checkouts never touch each
 other's containers, and every run starts with a `down` of its own project, which clears what a killed
 earlier run left behind.
+
+Reuse mode (`reuse=True`, or $INTEGRATION_REUSE=1) leaves the healthy stack running on exit and records
+it in `<project>.state.json` beside the compose file: the compose file's hash, the host ports and the
+container ids. The next `up` reuses the stack without a single compose call when the compose file it
+would write is the recorded one, every container still runs, is healthy, and every service container
+runs the image id just verified fresh. Otherwise it keeps the recorded ports, force-removes exactly the
+containers that changed (a changed compose entry, a rebuilt image, a dead or unhealthy container, and
+every container that depends on one of those) and runs `up --wait`, which creates them again and leaves
+the rest alone. A reused stack still holds the last run's data: the caller resets it.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+import yaml
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
 
-from .compose import write_compose
+from .compose import dump_compose, render_compose
 from .errors import EngineError, StackError
 from .model import (
     BROKER_MANAGEMENT_PORT,
@@ -38,7 +48,7 @@ from .model import (
     StackEndpoints,
     SystemSpec,
 )
-from .ports import DEFAULT_BASE, plan_ports
+from .ports import DEFAULT_BASE, plan_ports, port_is_free
 
 Reporter = Callable[[str], None]
 
@@ -48,6 +58,16 @@ PROGRESS_EVERY = 10.0
 LOG_TAIL_LINES = 50
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
 PROJECT_ENV = "INTEGRATION_PROJECT"
+REUSE_ENV = "INTEGRATION_REUSE"
+STATE_VERSION = 1
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+_checked_compose: dict[int, str] = {}
+
+
+def reuse_from_env() -> bool:
+    """Whether $INTEGRATION_REUSE asks for reuse mode (1, true, yes or on)."""
+    return os.environ.get(REUSE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def project_name(system: SystemSpec, worker: str | None = None) -> str:
@@ -101,6 +121,7 @@ class ContainerInfo:
     health: str | None
     image_id: str
     ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
+    container_id: str = ""
 
 
 def _info(container: Container) -> ContainerInfo:
@@ -121,7 +142,75 @@ def _info(container: Container) -> ContainerInfo:
         health=health,
         image_id=container.image,
         ports=ports,
+        container_id=container.id,
     )
+
+
+@dataclass(frozen=True)
+class ReuseState:
+    """What reuse mode records about a stack it leaves running (`<project>.state.json`)."""
+
+    compose_sha256: str
+    ports: dict[str, dict[int, int]]  # compose service -> container port -> host port
+    containers: dict[str, str]  # compose service -> container id
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": STATE_VERSION,
+                "compose_sha256": self.compose_sha256,
+                "ports": self.ports,
+                "containers": self.containers,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReuseState | None:
+        """None for anything unreadable: a state file is a hint, never trusted blindly."""
+        try:
+            data = json.loads(text)
+            if data.get("version") != STATE_VERSION:
+                return None
+            ports = {
+                str(service): {int(c): int(h) for c, h in mapping.items()}
+                for service, mapping in data["ports"].items()
+            }
+            containers = {str(k): str(v) for k, v in data["containers"].items()}
+            return cls(str(data["compose_sha256"]), ports, containers)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _compose_services(text: str | None) -> dict[str, dict[str, object]]:
+    if not text:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    services = data.get("services") if isinstance(data, dict) else None
+    return services if isinstance(services, dict) else {}
+
+
+def with_dependents(stale: set[str], services: Mapping[str, Mapping[str, object]]) -> set[str]:
+    """`stale` and every compose service that depends on one of them, directly or not: a service
+    whose database or broker is recreated has lost its schema, queues or connections with it."""
+    result = set(stale)
+    changed = True
+    while changed:
+        changed = False
+        for name, config in services.items():
+            depends = config.get("depends_on") or {}
+            if name not in result and any(dep in result for dep in depends):
+                result.add(name)
+                changed = True
+    return result
 
 
 def wait_for_service_health(
@@ -186,6 +275,7 @@ class Stack:
         report: Reporter = print,
         is_port_free: Callable[[int], bool] | None = None,
         port_base: int = DEFAULT_BASE,
+        reuse: bool | None = None,
     ) -> None:
         self.system = system
         self.project = project or project_name(system)
@@ -200,6 +290,11 @@ class Stack:
         self.ports: PortPlan | None = None
         self.endpoints: StackEndpoints | None = None
         self.timings: dict[str, float] = {}
+        # Reuse mode (None: $INTEGRATION_REUSE decides); see the module's docstring.
+        self.reuse = reuse_from_env() if reuse is None else reuse
+        self.state_file = self.compose_dir / f"{self.project}.state.json"
+        # What the last `up` did: "created", "reused", or "recreated <services>".
+        self.outcome = ""
         self.client = DockerClient(compose_files=[self.compose_file], compose_project_name=self.project)
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -216,45 +311,226 @@ class Stack:
         if self.keep:
             self.report(f"--keep: stack {self.project} left running; stop it with: {self.down_command()}")
             return
+        if self.reuse and self.endpoints is not None:
+            self.report(
+                f"reuse mode: stack {self.project} left running for the next run; "
+                f"stop it with: {self.down_command()}"
+            )
+            return
         self.down()
 
     def down_command(self) -> str:
         return f"docker compose -p {self.project} -f {self.compose_file} down -v -t 0"
 
-    def write(self) -> Path:
-        """Plan host ports and write the compose file."""
-        if self.is_port_free is None:
-            self.ports = plan_ports(self.system, base=self.port_base)
-        else:
-            self.ports = plan_ports(self.system, self.is_port_free, base=self.port_base)
+    def write(self, keep_ports: Mapping[str, Mapping[int, int]] | None = None) -> Path:
+        """Plan host ports (keeping `keep_ports` where the system still has them) and write the file."""
+        self.ports = self._plan(keep_ports)
+        self._write_text(self.compose_text())
+        return self.compose_file
+
+    def compose_text(self) -> str:
+        """The compose file for the current port plan, as `write` puts it on disk."""
+        assert self.ports is not None, "plan the ports first (write)"
+        return dump_compose(render_compose(self.system, self.ports))
+
+    def _plan(self, keep: Mapping[str, Mapping[int, int]] | None) -> PortPlan:
+        is_free = self.is_port_free or port_is_free
+        if not keep:
+            return plan_ports(self.system, is_free, base=self.port_base)
+        # A running stack holds its own ports: keep them, and plan only what is new, around them.
+        held = {port for mapping in keep.values() for port in mapping.values()}
+        fresh = plan_ports(self.system, lambda p: p not in held and is_free(p), base=self.port_base)
+        return PortPlan(
+            ports={
+                service: {c: keep.get(service, {}).get(c, h) for c, h in mapping.items()}
+                for service, mapping in fresh.ports.items()
+            }
+        )
+
+    def _write_text(self, text: str) -> None:
         self.compose_dir.mkdir(parents=True, exist_ok=True)
-        return write_compose(self.system, self.ports, self.compose_file)
+        tmp = self.compose_file.with_name(f".{self.compose_file.name}.{os.getpid()}")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.compose_file)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def up(self) -> StackEndpoints:
-        """Down whatever an earlier run left, then up --wait, then wait for every service's health."""
-        check_compose(self.client)
+        """Down whatever an earlier run left, then up --wait, then wait for every service's health.
+
+        In reuse mode, a recorded stack is reused or brought up to date instead (module docstring).
+        """
+        if self.reuse:
+            state = self._read_state()
+            if state is not None:
+                return self._up_reusing(state)
+        self._check_compose()
         started = time.monotonic()
         # Down before planning: a killed earlier run's containers still hold this project's host ports.
-        self.down()
+        if self._has_leftovers():
+            self.down()
+        else:
+            self._forget_state()
         self.timings["down_before"] = time.monotonic() - started
         self.write()
         started = time.monotonic()
         self._compose_up()
         self.timings["up"] = time.monotonic() - started
+        self._after_up(self.containers())
+        self.outcome = "created"
+        return self.endpoints  # type: ignore[return-value]
+
+    def _after_up(self, infos: list[ContainerInfo]) -> None:
         started = time.monotonic()
-        infos = self.containers()
         self._verify_images(infos)
         self.endpoints = self._endpoints(infos)
         self._wait_for_health(self.endpoints)
         self.timings["health"] = time.monotonic() - started
-        return self.endpoints
+        if self.reuse or self.keep:
+            self._save_state(infos)
+
+    def _check_compose(self) -> None:
+        # Once per process and engine: the answer does not change while a test session runs.
+        key = id(type(self.client))
+        if key not in _checked_compose:
+            _checked_compose[key] = check_compose(self.client)
+
+    def _has_leftovers(self) -> bool:
+        """Whether the project has containers: one `docker ps` instead of a `compose down` on nothing."""
+        try:
+            return bool(
+                self.client.container.list(all=True, filters=[("label", f"{PROJECT_LABEL}={self.project}")])
+            )
+        except DockerException:
+            return True  # let `down` tell
+
+    # -- reuse mode ------------------------------------------------------------------------------------
+
+    def _read_state(self) -> ReuseState | None:
+        try:
+            return ReuseState.from_json(self.state_file.read_text())
+        except OSError:
+            return None
+
+    def _save_state(self, infos: list[ContainerInfo]) -> None:
+        assert self.ports is not None
+        text = self.compose_file.read_text()
+        state = ReuseState(
+            compose_sha256=_sha256(text),
+            ports={k: dict(v) for k, v in self.ports.ports.items()},
+            containers={i.service: i.container_id for i in infos},
+        )
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
+        try:
+            tmp.write_text(state.to_json() + "\n")
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            self.report(f"warning: cannot record the stack for reuse in {self.state_file}: {exc}")
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _forget_state(self) -> None:
+        self.state_file.unlink(missing_ok=True)
+
+    def _inspect(self, container_ids: list[str]) -> list[ContainerInfo]:
+        if not container_ids:
+            return []
+        try:
+            return [_info(c) for c in self.client.container.inspect(container_ids)]
+        except DockerException:
+            pass  # one of them is gone: look at what the project has instead
+        try:
+            return self.containers()
+        except DockerException:
+            return []
+
+    def reuse_blockers(
+        self, state: ReuseState, text: str, on_disk: str | None, infos: list[ContainerInfo]
+    ) -> dict[str, str]:
+        """Compose service -> why its container cannot be reused as it is (empty: reuse everything)."""
+        wanted = _compose_services(text)
+        recorded = _compose_services(on_disk) if on_disk and _sha256(on_disk) == state.compose_sha256 else {}
+        by_service = {i.service: i for i in infos if state.containers.get(i.service) == i.container_id}
+        reasons: dict[str, str] = {}
+        for name, config in wanted.items():
+            info = by_service.get(name)
+            expected = self.expected_images.get(name)
+            if recorded.get(name) != config:
+                reasons[name] = "its compose entry changed" if name in recorded else "it is new"
+            elif info is None:
+                reasons[name] = "its container is gone"
+            elif info.state != "running":
+                reasons[name] = f"its container is {info.state}"
+            elif info.health not in (None, "healthy"):
+                reasons[name] = f"its container is {info.health}"
+            elif expected and info.image_id != expected:
+                reasons[name] = f"its image was rebuilt ({info.image_id[7:19]} -> {expected[7:19]})"
+        for name in sorted(with_dependents(set(reasons), wanted) - set(reasons)):
+            reasons[name] = "it depends on a recreated container"
+        return reasons
+
+    def _up_reusing(self, state: ReuseState) -> StackEndpoints:
+        started = time.monotonic()
+        self.ports = self._plan(state.ports)
+        text = self.compose_text()
+        try:
+            on_disk: str | None = self.compose_file.read_text()
+        except OSError:
+            on_disk = None
+        infos = self._inspect(list(state.containers.values()))
+        blockers = self.reuse_blockers(state, text, on_disk, infos)
+        if not blockers and on_disk == text:
+            try:
+                self.endpoints = self._endpoints(infos)
+                self._wait_for_health(self.endpoints, timeout=min(5.0, self.health_timeout))
+            except StackError as exc:
+                blockers = {"(health)": str(exc).splitlines()[0]}
+            else:
+                self.timings["reuse_check"] = time.monotonic() - started
+                self.outcome = "reused"
+                return self.endpoints
+        self._check_compose()
+        if "(health)" in blockers:
+            # The containers looked healthy and a service still did not answer: start over.
+            self.report(f"reuse mode: not reusing stack {self.project}: {blockers['(health)']}")
+            self.down()
+            return self.up()
+        changes = "; ".join(f"{name} ({why})" for name, why in sorted(blockers.items()))
+        self.report(
+            f"reuse mode: bringing stack {self.project} up to date; "
+            + (f"recreating {changes}" if changes else "the compose file changed outside its services")
+        )
+        self._write_text(text)
+        # Whatever the project runs for a blocked service goes (killed, no graceful stop), whether the
+        # state knew the container or not; `up` then creates exactly those and leaves the rest alone.
+        doomed = [i.container_id for i in self.containers() if i.service in blockers]
+        if doomed:
+            try:
+                self.client.container.remove(doomed, force=True, volumes=True)
+            except DockerException as exc:
+                output = (exc.stderr or str(exc)).strip()
+                raise StackError(
+                    self._failure_message("removing the changed containers failed", output)
+                ) from exc
+        self.timings["reuse_check"] = time.monotonic() - started
+        started = time.monotonic()
+        self._compose_up()
+        self.timings["up"] = time.monotonic() - started
+        self._after_up(self.containers())
+        self.outcome = "recreated " + ", ".join(sorted(blockers)) if blockers else "recreated"
+        return self.endpoints  # type: ignore[return-value]
 
     def _compose_up(self, retries: int = 2) -> None:
         for attempt in range(retries + 1):
             try:
                 # Compose writes progress and errors alike to stderr: only the exit status tells.
                 self.client.compose.up(
-                    detach=True, wait=True, wait_timeout=int(self.health_timeout), quiet=True
+                    detach=True,
+                    wait=True,
+                    wait_timeout=int(self.health_timeout),
+                    quiet=True,
+                    remove_orphans=True,
                 )
                 return
             except DockerException as exc:
@@ -269,6 +545,7 @@ class Stack:
 
     def down(self) -> None:
         """Remove this project's containers, networks and volumes, and nothing else."""
+        self._forget_state()
         if not self.compose_file.exists():
             self.write()
         started = time.monotonic()
@@ -363,7 +640,7 @@ class Stack:
             consumed={s.name: s.events_consumed for s in self.system.services if s.events_consumed},
         )
 
-    def _wait_for_health(self, endpoints: StackEndpoints) -> None:
+    def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
         lock = threading.Lock()
         last_check = [0.0, ""]
 
@@ -386,7 +663,7 @@ class Stack:
             return wait_for_service_health(
                 endpoints.services[spec_name].url + spec.health_path,
                 name=spec_name,
-                timeout=self.health_timeout,
+                timeout=self.health_timeout if timeout is None else timeout,
                 report=self.report,
                 check_alive=check_alive,
             )

@@ -1,0 +1,235 @@
+"""Reuse mode against the real engine: a healthy stack is reused, a rebuilt image recreates exactly its
+service, and without reuse the stack is torn down.
+
+The system is two services in a dozen lines of the standard library (`web` with a database, `api`
+without one), built under tmp_path with unique image tags; each stack runs under a unique `itest-reuse-`
+project on a port block away from the default one, and whatever a failing test left is removed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from python_on_whales import docker
+
+from integration.baseimages import locally_available
+from integration.discovery import load_system
+from integration.images import build_images, require_fresh
+from integration.model import LABEL_SYSTEM, SystemSpec
+from integration.ports import ephemeral_port, port_is_free
+from integration.stack import REUSE_ENV, Stack
+
+pytestmark = pytest.mark.docker
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+SERVER = """\
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "1"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"service": os.environ["SERVICE_NAME"], "version": VERSION}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+DOCKERFILE = """\
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${{PYTHON_IMAGE}}
+COPY services/{name}/server.py /srv/server.py
+CMD ["python", "/srv/server.py"]
+"""
+
+
+def token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def write_system(root: Path, system: str) -> None:
+    services = {
+        "web": {"port": 8080, "database": "web", "image": f"{system}-web:test"},
+        "api": {"port": 9090, "image": f"{system}-api:test"},
+    }
+    files = {"architecture/__init__.py": "", "architecture/contracts/__init__.py": ""}
+    for name in services:
+        files[f"architecture/contracts/{name}.py"] = f'"""Contract of {name}: no events."""\n'
+        files[f"services/{name}/Dockerfile"] = DOCKERFILE.format(name=name)
+        files[f"services/{name}/server.py"] = SERVER
+    files["architecture/services.yml"] = yaml.safe_dump(
+        {"version": 1, "system": system, "services": services}, sort_keys=False
+    )
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def load(root: Path) -> SystemSpec:
+    return load_system(root, locally_available())
+
+
+def build(system: SystemSpec) -> dict[str, str]:
+    build_images(system, report=lambda line: None)
+    return require_fresh(system)
+
+
+def container_ids(project: str) -> dict[str, str]:
+    """Compose service -> id of its container in `project`."""
+    containers = docker.container.list(all=True, filters=[("label", f"{PROJECT_LABEL}={project}")])
+    return {c.config.labels[SERVICE_LABEL]: c.id for c in containers}
+
+
+def free_port_base() -> int:
+    for _ in range(50):
+        base = ephemeral_port() // 1000 * 1000
+        if 20000 <= base <= 64000 and all(port_is_free(base + o) for o in (0, 1, 10, 11, 900, 901)):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+@pytest.fixture
+def system_root(tmp_path: Path) -> Iterator[Path]:
+    """A fresh two-service system; its images (every tag built from it) are removed at the end."""
+    name = f"itest-reuse-{token()}"
+    root = tmp_path / "system"
+    write_system(root, name)
+    try:
+        yield root
+    finally:
+        images = docker.image.list(filters=[("label", f"{LABEL_SYSTEM}={name}")], all=True)
+        if images:
+            docker.image.remove([image.id for image in images], force=True, prune=True)
+
+
+@pytest.fixture
+def project() -> Iterator[str]:
+    name = f"itest-reuse-{token()}"
+    yield name
+    label = [("label", f"{PROJECT_LABEL}={name}")]
+    containers = docker.container.list(all=True, filters=label)
+    if containers:
+        docker.container.remove(containers, force=True, volumes=True)
+    networks = docker.network.list(filters=label)
+    if networks:
+        docker.network.remove(networks)
+
+
+def make_stack(system: SystemSpec, project: str, compose_dir: Path, ids: dict[str, str], **kw) -> Stack:
+    return Stack(
+        system,
+        project=project,
+        compose_dir=compose_dir,
+        expected_images=ids,
+        report=lambda line: None,
+        port_base=kw.pop("port_base"),
+        **kw,
+    )
+
+
+def version_of(stack: Stack, service: str) -> str:
+    assert stack.endpoints is not None
+    return httpx.get(stack.endpoints.services[service].url, timeout=5).json()["version"]
+
+
+def test_a_healthy_stack_is_reused_without_recreating_a_container(
+    system_root: Path, project: str, tmp_path: Path
+) -> None:
+    system = load(system_root)
+    ids = build(system)
+    base = free_port_base()
+    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base) as first:
+        assert first.outcome == "created"
+        endpoints = first.endpoints
+    before = container_ids(project)
+    assert set(before) == {"web", "web-db", "api"}, "reuse mode leaves the stack running"
+    assert first.state_file.exists()
+
+    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base) as second:
+        assert second.outcome == "reused"
+        assert second.endpoints == endpoints
+        assert version_of(second, "api") == "1"
+        assert "up" not in second.timings, "a reused stack needs no compose call"
+    assert container_ids(project) == before
+
+
+def test_a_rebuilt_image_recreates_its_service_and_nothing_else(
+    system_root: Path, project: str, tmp_path: Path
+) -> None:
+    system = load(system_root)
+    ids = build(system)
+    base = free_port_base()
+    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base):
+        pass
+    before = container_ids(project)
+
+    server = system_root / "services" / "api" / "server.py"
+    server.write_text(server.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
+    rebuilt = build(system)
+    assert rebuilt["api"] != ids["api"] and rebuilt["web"] == ids["web"]
+
+    with make_stack(system, project, tmp_path, rebuilt, reuse=True, port_base=base) as stack:
+        assert stack.outcome == "recreated api"
+        assert version_of(stack, "api") == "2"
+    after = container_ids(project)
+    assert after["api"] != before["api"]
+    assert after["web"] == before["web"]
+    assert after["web-db"] == before["web-db"]
+
+
+def test_a_recreated_database_recreates_the_service_that_depends_on_it(
+    system_root: Path, project: str, tmp_path: Path
+) -> None:
+    system = load(system_root)
+    ids = build(system)
+    base = free_port_base()
+    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base):
+        pass
+    before = container_ids(project)
+    docker.container.remove(before["web-db"], force=True, volumes=True)
+
+    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base) as stack:
+        assert stack.outcome == "recreated web, web-db"
+    after = container_ids(project)
+    assert after["web-db"] != before["web-db"]
+    assert after["web"] != before["web"], "the service lost its database: it starts again with it"
+    assert after["api"] == before["api"]
+
+
+def test_without_reuse_the_stack_is_torn_down_and_a_reused_one_is_replaced(
+    system_root: Path, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = load(system_root)
+    ids = build(system)
+    base = free_port_base()
+    monkeypatch.setenv(REUSE_ENV, "1")
+    with make_stack(system, project, tmp_path, ids, port_base=base) as stack:
+        assert stack.reuse, f"${REUSE_ENV}=1 turns reuse mode on"
+    before = container_ids(project)
+    assert before
+
+    monkeypatch.delenv(REUSE_ENV)
+    with make_stack(system, project, tmp_path, ids, port_base=base) as stack:
+        assert not stack.reuse
+        assert stack.outcome == "created"
+        assert set(container_ids(project).values()).isdisjoint(before.values()), (
+            "a run without reuse starts clean"
+        )
+    assert container_ids(project) == {}
+    assert not stack.state_file.exists()
