@@ -1,0 +1,128 @@
+"""pytest-xdist: `pytest --integration -n 2` on a copy of the example passes with one stack per worker.
+
+Each worker gets its own compose project (`<project>-gw0`, `<project>-gw1`) and its own block of host
+ports; the run passes, and afterwards no container, network or volume of any of those projects is left.
+The copy lives in a temporary folder, so its project names are its own and never touch a stack of this
+checkout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from python_on_whales import DockerClient, docker
+from python_on_whales.exceptions import DockerException
+
+from integration.discovery import load_system
+from integration.stack import project_name
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytest.importorskip("xdist")
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "shortener"
+WORKERS = 2
+RUN_TIMEOUT = 600
+# Variables of an outer run that must not reach the inner one.
+OUTER = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
+
+
+def copy_example(destination: Path) -> Path:
+    shutil.copytree(
+        EXAMPLE, destination, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
+    )
+    return destination
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_") or k == "INTEGRATION_OFFLINE"
+    }
+    for name in OUTER:
+        env.pop(name, None)
+    env.update(extra)
+    return env
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Containers, networks and volumes of every compose project whose name starts with `prefix`."""
+    found = []
+    for container in docker.container.list(all=True):
+        project = (container.config.labels or {}).get("com.docker.compose.project", "")
+        if project.startswith(prefix):
+            found.append(f"container {container.name}")
+    for network in docker.network.list():
+        if (network.labels or {}).get("com.docker.compose.project", "").startswith(prefix):
+            found.append(f"network {network.name}")
+    for volume in docker.volume.list():
+        if (volume.labels or {}).get("com.docker.compose.project", "").startswith(prefix):
+            found.append(f"volume {volume.name}")
+    return found
+
+
+def host_ports(compose_file: Path) -> set[int]:
+    document = yaml.safe_load(compose_file.read_text())
+    ports = set()
+    for service in document["services"].values():
+        for mapping in service.get("ports", []):
+            text = (
+                mapping if isinstance(mapping, str) else f"{mapping.get('host_ip')}:{mapping['published']}:"
+            )
+            ports.add(int(text.split(":")[1]))
+    return ports
+
+
+def test_two_workers_each_get_their_own_stack_and_leave_nothing(tmp_path):
+    root = copy_example(tmp_path / "shortener")
+    compose_dir = tmp_path / "compose"
+    prefix = project_name(load_system(root))
+    env = clean_env(INTEGRATION_COMPOSE_DIR=str(compose_dir))
+    worker_files = [compose_dir / f"{prefix}-gw{n}.yml" for n in range(WORKERS)]
+    assert not leftovers(prefix)
+
+    build = subprocess.run(
+        [sys.executable, "-m", "integration", "build", "--root", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+
+    command = [sys.executable, "-m", "pytest", "--integration", "-n", str(WORKERS), "-p", "no:cacheprovider"]
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            command, cwd=root, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+        )
+    finally:
+        seconds = time.monotonic() - started
+        left = leftovers(prefix)
+        for compose_file in worker_files:  # whatever a failed run left, so that the next one starts clean
+            if compose_file.exists():
+                client = DockerClient(compose_files=[compose_file], compose_project_name=compose_file.stem)
+                with contextlib.suppress(DockerException):
+                    client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
+    output = result.stdout + result.stderr
+    print(f"\n[xdist] pytest --integration -n {WORKERS}: {seconds:.1f}s")
+
+    assert result.returncode == 0, output[-4000:]
+    assert re.search(r"\b43 passed\b", output), output[-2000:]
+    assert f"created: {WORKERS}/{WORKERS} workers" in output
+    # One compose project per worker, each on its own host ports; none for the controlling process.
+    assert all(f.exists() for f in worker_files), sorted(p.name for p in compose_dir.glob("*.yml"))
+    assert not (compose_dir / f"{prefix}.yml").exists()
+    ports = [host_ports(f) for f in worker_files]
+    assert all(ports) and not ports[0] & ports[1], ports
+    assert left == [], f"left behind after the run: {left}"
+    assert not (compose_dir / "runs").exists(), "a failure folder was written"
