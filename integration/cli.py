@@ -64,7 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     system = _load(args)
     started = time.monotonic()
     base, _ = resolve_base_images(system.base_images, report=_say)
-    build_images(system, base, force=args.force, report=_say)
+    build_images(system, base, force=getattr(args, "force", False), report=_say)
     _say(f"build step done in {time.monotonic() - started:.1f}s")
     return 0
 
