@@ -7,7 +7,7 @@ other's containers, and every run starts with a `down` of its own project, which
 earlier run left behind.
 
 Reuse mode (`reuse=True`, or $INTEGRATION_REUSE=1) leaves the healthy stack running on exit and records
-it in `<project>.state.json` beside the compose file: the compose file's hash, the host ports and the
+it in `.reuse/<project>.json` in the compose folder: the compose file's hash, the host ports and the
 container ids. The next `up` reuses the stack without a single compose call when the compose file it
 would write is the recorded one, every container still runs, is healthy, and every service container
 runs the image id just verified fresh. Otherwise it keeps the recorded ports, force-removes exactly the
@@ -59,6 +59,7 @@ LOG_TAIL_LINES = 50
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
 PROJECT_ENV = "INTEGRATION_PROJECT"
 REUSE_ENV = "INTEGRATION_REUSE"
+STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
 STATE_VERSION = 1
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -292,7 +293,7 @@ class Stack:
         self.timings: dict[str, float] = {}
         # Reuse mode (None: $INTEGRATION_REUSE decides); see the module's docstring.
         self.reuse = reuse_from_env() if reuse is None else reuse
-        self.state_file = self.compose_dir / f"{self.project}.state.json"
+        self.state_file = self.compose_dir / STATE_FOLDER / f"{self.project}.json"
         # What the last `up` did: "created", "reused", or "recreated <services>".
         self.outcome = ""
         self.client = DockerClient(compose_files=[self.compose_file], compose_project_name=self.project)
@@ -423,6 +424,8 @@ class Stack:
         )
         tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
         try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            (self.state_file.parent / ".gitignore").write_text("*\n")
             tmp.write_text(state.to_json() + "\n")
             os.replace(tmp, self.state_file)
         except OSError as exc:
