@@ -74,3 +74,9 @@ def down(session: nox.Session) -> None:
 def doctor(session: nox.Session) -> None:
     """Look for the known causes of failed integration runs."""
     sessions.doctor(session)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark the example side by side with pytest-docker: a table, and JSON in compose/bench/."""
+    sessions.bench(session)

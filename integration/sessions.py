@@ -181,3 +181,9 @@ def down(session: nox.Session) -> None:
 def doctor(session: nox.Session) -> None:
     _install(session)
     session.run("python", "-m", "integration", "doctor", *session.posargs, env=_env(session))
+
+
+def bench(session: nox.Session) -> None:
+    _install(session)
+    # pytest-docker gets its own virtual environment (compose/bench/venv), made by the benchmark.
+    session.run("python", "-m", "integration.bench", *session.posargs)
