@@ -1,11 +1,18 @@
 """`python -m integration <command>`: the command line over discovery, images and the stack.
 
-Every user mistake ends as one message on stderr and a non-zero exit status, never a traceback.
+Every user mistake ends as one message on stderr and a non-zero exit status, never a traceback:
+
+    0    done (for `run`: pytest's own status, 0 when every test passed)
+    1    a step ran and failed: `docker build` (BuildError), a stack that did not come up (StackError)
+    2    the system's files are malformed (ConfigError), an image is stale (StaleImageError), or the
+         engine is missing, unreachable or too old (EngineError)
+    130  interrupted (Ctrl-C, or SIGTERM), after the stack was torn down
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -15,13 +22,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .baseimages import build_all_standins, locally_available, resolve_base_images
+from python_on_whales import DockerClient
+from python_on_whales.client_config import ClientNotFoundError
+from python_on_whales.exceptions import DockerException
+
+from .baseimages import build_all_standins, engine_check, locally_available, resolve_base_images
 from .discovery import find_system_root, load_system
 from .doctor import run_doctor
-from .errors import IntegrationError
+from .errors import ConfigError, EngineError, IntegrationError
 from .images import build_images, require_fresh
 from .model import SystemSpec
-from .stack import Stack
+from .stack import Stack, check_compose
 
 ROOT_ENV = "INTEGRATION_ROOT"
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
@@ -51,6 +62,19 @@ def _load(args: argparse.Namespace) -> SystemSpec:
     return load_system(resolve_root(args.root))
 
 
+def _engine(compose: bool = False) -> None:
+    """The engine answers (and Compose is new enough), or one EngineError before any other docker call."""
+    try:
+        engine_check()
+        if compose:
+            check_compose(DockerClient())
+    except ClientNotFoundError as exc:
+        raise EngineError(
+            "the docker command is not on PATH; install the Docker CLI and engine (on Debian: "
+            "scripts/install-docker-engine.sh) or put the folder that holds `docker` on PATH"
+        ) from exc
+
+
 def cmd_images(args: argparse.Namespace) -> int:
 
     for outcome in build_all_standins():
@@ -62,6 +86,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
 
     system = _load(args)
+    _engine()
     started = time.monotonic()
     base, _ = resolve_base_images(system.base_images, report=_say)
     build_images(system, base, force=getattr(args, "force", False), report=_say)
@@ -72,6 +97,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
 
     system = _load(args)
+    _engine()
     ids = require_fresh(system, locally_available(system.base_images))
     for service, image_id in ids.items():
         _say(f"{service}: fresh ({image_id[:19]})")
@@ -81,6 +107,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_compose(args: argparse.Namespace) -> int:
 
     system = _load(args)
+    _engine()
     stack = Stack(system.with_base_images(locally_available(system.base_images)), report=_say)
     _say(str(stack.write()))
     return 0
@@ -89,6 +116,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
 
     system = _load(args)
+    _engine(compose=True)
     system = system.with_base_images(locally_available(system.base_images))
     ids = require_fresh(system)
     stack = Stack(system, expected_images=ids, keep=True, report=_say)
@@ -104,6 +132,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
 
     system = _load(args)
+    _engine()
     Stack(system, report=_say).down()
     _say("down")
     return 0
@@ -111,15 +140,58 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build what is stale, then the use-case tests against the real stack."""
+    system = _load(args)
+    tests = system.root / "use_case_tests"
+    if not tests.is_dir():
+        raise ConfigError(
+            tests, None, "no use-case tests folder; `run` runs the pytest tests in <root>/use_case_tests"
+        )
+    # Checked here, not first inside pytest: an old Compose is then one message and exit status 2.
+    _engine(compose=True)
     status = cmd_build(args)
     if status:
         return status
-    system = _load(args)
-    tests = system.root / "use_case_tests"
     command = [sys.executable, "-m", "pytest", str(tests), "--integration", "-p", "no:cacheprovider"]
     command += args.pytest_args
     _say("$ " + " ".join(command))
-    return subprocess.call(command, cwd=system.root)
+    return _run_tests(command, system.root)
+
+
+def _run_tests(command: list[str], cwd: Path) -> int:
+    """Run pytest in a child process and never cut its teardown short.
+
+    Ctrl-C at a terminal (SIGINT to the foreground process group) reaches pytest as well as this process:
+    pytest turns it into its KeyboardInterrupt and tears the stack down, and this process waits for that.
+    SIGTERM sent to this process (a cancelled job) is passed on to pytest as SIGINT. (subprocess.call
+    would kill pytest 0.25 s after a KeyboardInterrupt, leaving the stack running.)
+    """
+    interrupted = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True  # the child got it too: wait for its teardown
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
+    }
+    try:
+        child = subprocess.Popen(command, cwd=cwd)
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if interrupted:
+        raise KeyboardInterrupt
+    return status
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -174,6 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntegrationError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_status
+    except DockerException as exc:
+        # A docker call failed in a way no step turned into its own error: the command and what it said.
+        said = (exc.stderr or exc.stdout or "").strip().splitlines()
+        command = " ".join(str(part) for part in exc.docker_command)
+        print(
+            f"error: `{command}` failed (exit {exc.return_code}): {said[-1] if said else 'no output'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return 130
