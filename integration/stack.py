@@ -48,7 +48,7 @@ from .model import (
     StackEndpoints,
     SystemSpec,
 )
-from .ports import DEFAULT_BASE, plan_ports, port_is_free
+from .ports import DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
 
 Reporter = Callable[[str], None]
 
@@ -544,7 +544,10 @@ class Stack:
                     self.down()
                     self.write()
                     continue
-                raise StackError(self._failure_message("`docker compose up --wait` failed", output)) from exc
+                headline = "`docker compose up --wait` failed"
+                if _port_taken(output):
+                    headline = _port_race_headline(output, retries + 1)
+                raise StackError(self._failure_message(headline, output)) from exc
 
     def down(self) -> None:
         """Remove this project's containers, networks and volumes, and nothing else."""
@@ -710,3 +713,17 @@ class Stack:
 def _port_taken(output: str) -> bool:
     lowered = output.lower()
     return "port is already allocated" in lowered or "address already in use" in lowered
+
+
+def _port_race_headline(output: str, attempts: int) -> str:
+    """What to do when every port plan lost its race: the port, who holds it now, and the fix."""
+    found = re.findall(r"(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)", output)
+    port = int(found[-1]) if found else None
+    owner = describe_port_owner(port) if port else None
+    where = f"host port 127.0.0.1:{port}" if port else "a host port"
+    held = f" (now held by {owner})" if owner else ""
+    return (
+        f"{where}{held} was taken between planning and binding, {attempts} times in a row, each time "
+        "on newly planned ports: something on this machine keeps binding free ports on 127.0.0.1; "
+        "stop it and run again"
+    )
