@@ -72,11 +72,18 @@ def find_system_root(start: Path) -> Path:
 
 
 def load_system(root: Path, base_images: BaseImages | None = None) -> SystemSpec:
-    """Read and validate `<root>/architecture/services.yml` and the contract modules it names."""
+    """Read and validate `<root>/architecture/services.yml` and the contract modules it names.
+
+    `base_images` default: the configured ones ($INTEGRATION_{POSTGRES,BROKER,PYTHON}_IMAGE, else the
+    registry names), so that every command and the pytest plugin run the images the user asked for.
+    """
     root = Path(root).resolve()
     services_file = root / SERVICES_FILE
     document = _ServicesFile.read(services_file)
-    base_images = base_images if base_images is not None else BaseImages()
+    if base_images is None:
+        from .baseimages import configured_base_images  # here: baseimages imports this module
+
+        base_images = configured_base_images()
     name, exchange, services = document.validate(root, base_images)
     services = _read_events(root, services_file, services)
     return SystemSpec(
