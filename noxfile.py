@@ -15,8 +15,8 @@ PYTHON = "3.11"
 # system, where nox sets --error-on-missing-interpreters, it fails); one that pyenv installed without
 # activating it is found.
 PYTHONS = ["3.11", "3.12", "3.13"]
-# The PostgreSQL majors a stack is tested against: `integration(postgres='15')`, ... Each has an offline
-# stand-in, from the Debian release that packages it.
+# The PostgreSQL majors a stack is tested against in the CI matrix: `integration-postgres(postgres='15')`,
+# ... Each has an offline stand-in, from the Debian release that packages it.
 POSTGRES_MAJORS = ["15", "17"]
 sessions.find_interpreters(PYTHONS)
 
@@ -27,10 +27,16 @@ def build(session: nox.Session) -> None:
     sessions.build(session)
 
 
-@nox.session(python=PYTHON, tags=["integration"])
-@nox.parametrize("postgres", POSTGRES_MAJORS)
-def integration(session: nox.Session, postgres: str) -> None:
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
     """The main job: build, start the real stack, run the use-case tests against it, tear down."""
+    sessions.integration(session)
+
+
+@nox.session(name="integration-postgres", python=PYTHON, tags=["integration"])
+@nox.parametrize("postgres", POSTGRES_MAJORS)
+def integration_postgres(session: nox.Session, postgres: str) -> None:
+    """The main job against one PostgreSQL major (the CI matrix axis)."""
     sessions.integration(session, postgres)
 
 
