@@ -59,7 +59,8 @@ IMAGE_PREFIX = "bench-"
 FRESH_PREFIX = "bench-fresh-"
 PYTEST_DOCKER_TAG = "pytest-docker"
 CACHE_BUST_ARG = "BENCH_CACHE_BUST"
-PORT_BASES = {"ours": 52100, "pytest-docker": 53100, "scale": 54100, "fresh": 55100}
+# Below Linux's ephemeral range (32768-60999), away from the default block 47100 other stacks use.
+PORT_BASES = {"ours": 22100, "pytest-docker": 23100, "scale": 24100, "fresh": 25100}
 PYTEST_DOCKER_REQUIREMENTS = (
     "pytest>=8",
     "pytest-docker>=3.2,<4",

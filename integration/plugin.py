@@ -3,7 +3,8 @@
 A project provides two fixtures in its conftest.py:
 
     mock_test_harness    a fresh in-memory harness (function scope)
-    real_harness_class   its RealServiceHarness subclass (the plugin constructs it per test)
+    real_harness_class   its RealServiceHarness subclass (the plugin makes one per session and resets
+                         it after each test; ini `integration_harness_scope = function`: one per test)
 
 and its tests ask for `test_harness` only. Every setting is a fixture or an option with a documented
 default, so a project overrides what it needs:
@@ -49,6 +50,7 @@ _VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
 _SYSTEM = pytest.StashKey[SystemSpec]()
 _PHASES = pytest.StashKey[dict[str, float]]()
 _RESET_PENDING = pytest.StashKey[bool]()
+_HARNESSES = pytest.StashKey[dict[type, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,6 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"seconds to wait for each service to become healthy (default {DEFAULT_HEALTH_TIMEOUT:.0f})",
     )
     parser.addini("integration_root", "root folder of the system under test", default="")
+    parser.addini(
+        "integration_harness_scope",
+        "session (default): one real harness per session, reset after each test; function: a new one "
+        "per test",
+        default="session",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -214,6 +222,7 @@ def docker_compose_services(
         yield stack.endpoints
     finally:
         phases["tests"] = time.monotonic() - tests_started
+        _close_harnesses(pytestconfig)
         started = time.monotonic()
         stack.__exit__(None, None, None)
         phases["stack down"] = time.monotonic() - started
@@ -268,9 +277,22 @@ def _summary_table(
 def integration_test_harness(
     pytestconfig: pytest.Config, docker_compose_services: StackEndpoints, real_harness_class: type
 ) -> Iterator[Any]:
-    """A project's RealServiceHarness on the running stack; reset and closed after each test (and reset
-    before the first test when the stack is reused)."""
-    harness = real_harness_class(docker_compose_services)
+    """A project's RealServiceHarness on the running stack, reset after each test (and before the first
+    test when the stack is reused).
+
+    By default one harness serves the whole session: making one costs an HTTP client (whose TLS context
+    alone takes tens of milliseconds) and engines, per test. What isolates the tests is the reset of the
+    databases and queues, and the client's cookies are cleared after each test. A harness that keeps
+    state of its own between calls sets ini `integration_harness_scope = function`: a new harness per
+    test, closed after it.
+    """
+    per_test = pytestconfig.getini("integration_harness_scope") == "function"
+    harnesses = pytestconfig.stash.setdefault(_HARNESSES, {})
+    harness = None if per_test else harnesses.get(real_harness_class)
+    if harness is None or harness.closed:
+        harness = real_harness_class(docker_compose_services)
+        if not per_test:
+            harnesses[real_harness_class] = harness
     try:
         if pytestconfig.stash.get(_RESET_PENDING, False):
             started = time.monotonic()
@@ -282,7 +304,18 @@ def integration_test_harness(
         try:
             harness.reset_sync()
         finally:
-            harness.close()
+            if per_test:
+                harness.close()
+            else:
+                cookies = getattr(getattr(harness, "_client", None), "cookies", None)
+                if cookies is not None:
+                    cookies.clear()
+
+
+def _close_harnesses(config: pytest.Config) -> None:
+    for harness in config.stash.get(_HARNESSES, {}).values():
+        harness.close()
+    config.stash[_HARNESSES] = {}
 
 
 @pytest.fixture

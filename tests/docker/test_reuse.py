@@ -8,6 +8,7 @@ project on a port block away from the default one, and whatever a failing test l
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from integration.baseimages import locally_available
 from integration.discovery import load_system
 from integration.images import build_images, require_fresh
 from integration.model import LABEL_SYSTEM, SystemSpec
-from integration.ports import ephemeral_port, port_is_free
+from integration.ports import port_is_free
 from integration.stack import REUSE_ENV, Stack
 
 pytestmark = pytest.mark.docker
@@ -97,9 +98,11 @@ def container_ids(project: str) -> dict[str, str]:
 
 
 def free_port_base() -> int:
-    for _ in range(50):
-        base = ephemeral_port() // 1000 * 1000
-        if 20000 <= base <= 64000 and all(port_is_free(base + o) for o in (0, 1, 10, 11, 900, 901)):
+    """A free port block below Linux's ephemeral range (32768-60999): a port that an outgoing connection
+    can take while a container is being recreated would turn a reuse into a full restart."""
+    for _ in range(100):
+        base = random.randrange(20, 32) * 1000 + random.randrange(0, 9) * 100
+        if all(port_is_free(base + o) for o in (0, 1, 10, 11, 900, 901)):
             return base
     raise RuntimeError("no free port block found")
 
