@@ -152,7 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if status:
         return status
     command = [sys.executable, "-m", "pytest", str(tests), "--integration", "-p", "no:cacheprovider"]
-    command += args.pytest_args
+    # `run --root DIR -- -k visit`: argparse keeps the `--`, which would make pytest read `-k` as a path.
+    pytest_args = list(args.pytest_args)
+    command += pytest_args[1:] if pytest_args[:1] == ["--"] else pytest_args
     _say("$ " + " ".join(command))
     return _run_tests(command, system.root)
 
@@ -225,7 +227,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "build":
             command.add_argument("--force", action="store_true", help="rebuild even fresh images")
         if name == "run":
-            command.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+            command.add_argument(
+                "pytest_args", nargs=argparse.REMAINDER, help="given to pytest, after -- (e.g. -- -k visit)"
+            )
         if name == "doctor":
             command.add_argument("--static", action="store_true", help="only the checks that need no engine")
     return top
