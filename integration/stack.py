@@ -547,16 +547,25 @@ class Stack:
                 return
             except DockerException as exc:
                 output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
-                if attempt < retries and _port_taken(output):
-                    # Another process took a planned port between planning and binding: plan again.
+                crashed = _port_taken(output) and self._exited()
+                if attempt < retries and _port_taken(output) and not crashed:
+                    # Another process took a planned port between planning and binding: plan again
+                    # (unless a container already crashed: another attempt would only crash again).
                     self.report("a planned host port was taken meanwhile; choosing other ports")
                     self.down()
                     self.write()
                     continue
                 headline = "`docker compose up` failed"
-                if _port_taken(output):
+                if _port_taken(output) and not crashed:
                     headline = _port_race_headline(output, retries + 1)
                 raise StackError(self._failure_message(headline, output)) from exc
+
+    def _exited(self) -> list[ContainerInfo]:
+        """Containers of the project that started and stopped (a crash), not those that never started."""
+        try:
+            return [i for i in self.containers() if i.state in ("exited", "dead")]
+        except DockerException:
+            return []
 
     def down(self) -> None:
         """Remove this project's containers, networks and volumes, and nothing else."""
