@@ -646,11 +646,18 @@ def measure_resets(harness: Any, count: int) -> dict[str, list[float]]:
     return {"reset": resets, "connect": connects, "purge": purges}
 
 
+@dataclass
+class Timeline:
+    started: float  # time.time() when the timeline began
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+
+
 @contextlib.contextmanager
-def event_timeline(project: str) -> Iterator[list[tuple[float, str, str]]]:
+def event_timeline(project: str) -> Iterator[Timeline]:
     """Container events of a compose project while the block runs: (seconds since start, action, name)."""
-    events: list[tuple[float, str, str]] = []
     started = time.time()
+    timeline = Timeline(started)
+    events = timeline.events
     process = subprocess.Popen(
         [
             "docker",
@@ -681,7 +688,7 @@ def event_timeline(project: str) -> Iterator[list[tuple[float, str, str]]]:
     reader.start()
     time.sleep(0.3)  # `docker events` subscribes before the first container is created
     try:
-        yield events
+        yield timeline
     finally:
         time.sleep(0.3)
         process.terminate()
@@ -690,16 +697,24 @@ def event_timeline(project: str) -> Iterator[list[tuple[float, str, str]]]:
         reader.join(timeout=2)
 
 
-def summarize_timeline(events: list[tuple[float, str, str]]) -> list[str]:
-    """One line per container: created, started, healthy (seconds since `up` began)."""
+def summarize_timeline(
+    events: list[tuple[float, str, str]], answered: Mapping[str, float] | None = None
+) -> list[str]:
+    """One line per container: created, started, healthy (the engine's health check), and for a service
+    when its health URL first answered the toolkit (seconds since the timeline began)."""
     by_name: dict[str, dict[str, float]] = {}
     for seconds, action, name in events:
         key = "healthy" if action == "health_status: healthy" else action
         if key in {"create", "start", "healthy"}:
             by_name.setdefault(name, {}).setdefault(key, seconds)
+    for name, seconds in (answered or {}).items():
+        container = next((c for c in by_name if c.rsplit("-", 1)[0].endswith(f"-{name}")), None)
+        if container is not None:
+            by_name[container]["answered"] = seconds
     lines = []
     for name, marks in sorted(by_name.items(), key=lambda item: item[1].get("start", 1e9)):
-        cells = [f"{key} {marks[key]:5.2f}s" for key in ("create", "start", "healthy") if key in marks]
+        keys = ("create", "start", "healthy", "answered")
+        cells = [f"{key} {marks[key]:5.2f}s" for key in keys if key in marks]
         lines.append(f"{name:<36} " + "  ".join(cells))
     return lines
 
@@ -738,9 +753,10 @@ def measure_stack(
         started = time.perf_counter()
         try:
             if timeline and index == 0:
-                with event_timeline(project) as events:
+                with event_timeline(project) as recorded:
                     stack.up()
-                result["timeline"] = summarize_timeline(events)
+                answered = {name: at - recorded.started for name, at in stack.answered.items()}
+                result["timeline"] = summarize_timeline(recorded.events, answered)
             else:
                 stack.up()
             ups.append(time.perf_counter() - started)

@@ -298,6 +298,7 @@ class Stack:
         self.ports: PortPlan | None = None
         self.endpoints: StackEndpoints | None = None
         self.timings: dict[str, float] = {}
+        self.answered: dict[str, float] = {}  # service -> when (time.time()) its health URL first answered
         # Reuse mode (None: $INTEGRATION_REUSE decides); see the module's docstring.
         self.reuse = reuse_from_env() if reuse is None else reuse
         self.state_file = self.compose_dir / STATE_FOLDER / f"{self.project}.json"
@@ -669,8 +670,12 @@ class Stack:
         last_check = [0.0, ""]
 
         def check_alive() -> str | None:
-            # One `docker inspect` per second at most, shared by the parallel waits.
-            with lock:
+            # One `docker inspect` per second at most, shared by the parallel waits; a wait never queues
+            # behind another one's inspect (it takes a few hundred ms on a busy machine): it goes on
+            # polling with the last answer.
+            if not lock.acquire(blocking=False):
+                return last_check[1] or None
+            try:
                 if time.monotonic() - last_check[0] < 1.0:
                     return last_check[1] or None
                 last_check[0] = time.monotonic()
@@ -681,10 +686,12 @@ class Stack:
                     else ""
                 )
                 return last_check[1] or None
+            finally:
+                lock.release()
 
         def wait(spec_name: str) -> float:
             spec = self.system.service(spec_name)
-            return wait_for_service_health(
+            waited = wait_for_service_health(
                 endpoints.services[spec_name].url + spec.health_path,
                 name=spec_name,
                 timeout=self.health_timeout if timeout is None else timeout,
@@ -692,6 +699,8 @@ class Stack:
                 report=self.report,
                 check_alive=check_alive,
             )
+            self.answered[spec_name] = time.time()
+            return waited
 
         names = [s.name for s in self.system.services]
         with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:

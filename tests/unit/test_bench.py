@@ -124,3 +124,18 @@ def test_the_scaled_system_copies_the_example_into_more_services(tmp_path: Path)
     assert system.service("analytics-2").events_consumed == system.service("analytics").events_consumed
     assert system.service("links-3").database == "links_3"
     assert "services/links-3/app/" in (root / "services" / "links-3" / "Dockerfile").read_text()
+
+
+def test_the_timeline_has_a_line_per_container_with_when_its_service_answered() -> None:
+    events = [
+        (0.5, "create", "p-links-1"),
+        (0.5, "create", "p-links-db-1"),
+        (1.0, "start", "p-links-db-1"),
+        (3.0, "health_status: healthy", "p-links-db-1"),
+        (3.5, "start", "p-links-1"),
+        (5.0, "health_status: healthy", "p-links-1"),
+    ]
+    lines = bench.summarize_timeline(events, {"links": 4.25})
+    assert [line.split()[0] for line in lines] == ["p-links-db-1", "p-links-1"]
+    assert lines[0].split()[1:] == ["create", "0.50s", "start", "1.00s", "healthy", "3.00s"]
+    assert lines[1].split()[-4:] == ["healthy", "5.00s", "answered", "4.25s"]
