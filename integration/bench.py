@@ -965,7 +965,13 @@ class Bench:
         self.report("in-process: cold up, reset latency, down")
         sizes = [(len(self.system.services), self.copy)]
         if self.o.scaling:
-            root = scale_system(EXAMPLE, self.work / "systems" / f"scale-{self.o.scale}", self.o.scale)
+            # Its own image tags: its links and analytics images hold other contracts than the example's.
+            root = scale_system(
+                EXAMPLE,
+                self.work / "systems" / f"scale-{self.o.scale}",
+                self.o.scale,
+                image_prefix=f"{IMAGE_PREFIX}s{self.o.scale}-",
+            )
             sizes.append((self.o.scale, root))
         for size, root in sizes:
             system = load(root)
@@ -979,7 +985,7 @@ class Bench:
                 if root == self.copy:
                     copy_system(EXAMPLE, fresh_root, image_prefix=FRESH_PREFIX, cache_bust=token)
                 else:
-                    scale_system(EXAMPLE, fresh_root, size, image_prefix=FRESH_PREFIX)
+                    scale_system(EXAMPLE, fresh_root, size, image_prefix=f"{FRESH_PREFIX}s{size}-")
                     for dockerfile in sorted(fresh_root.glob("services/*/Dockerfile")):
                         bust_dockerfile(dockerfile, f"{token}-{dockerfile.parent.name}")
                 fresh = load(fresh_root)
