@@ -1,0 +1,562 @@
+"""Faults around a real run of the bundled example, through `python -m integration run` in a subprocess.
+
+A run killed with SIGKILL while the stack starts or while the tests run, Ctrl-C during the tests, every
+default host port taken, two checkouts at once, a service that crashes at start, a database that is slow
+to become healthy. Each test runs on its own copy of examples/shortener under tmp_path, so its compose
+project (`shortener-<hash of the copy's root>`) is its own, and removes whatever of that project is left
+at the end. The images are the shared tags links:test and analytics:test, built once for the module
+(a copy has the same build inputs, so the runs rebuild nothing); fault copies build their broken service
+under an `itest-faults-` tag and remove it at the end.
+
+Passing runs select three use-case tests that cross both services, both databases and the broker
+(SMOKE); the runs that follow a killed run are complete, as a developer would start them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from python_on_whales import docker
+from python_on_whales.exceptions import DockerException
+
+from integration.discovery import load_system
+from integration.ports import describe_port_owner
+from integration.stack import PROJECT_ENV, project_name
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "shortener"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+DEFAULT_PORTS = (47100, 47101, 47110, 47111, 48000, 48001)
+SMOKE = (  # pytest arguments of `run`, after its `--`
+    "--",
+    "-k",
+    "publishes_link_created or visit_publishes_link_visited or delete_publishes_link_deleted",
+)
+SMOKE_PASSED = "3 passed"
+ALL_PASSED = "43 passed"
+HEALTHY = re.compile(r"\[integration\] stack (\S+) healthy in")
+RUN_TIMEOUT = 300.0
+DOWN_DEADLINE = 15.0  # Ctrl-C -> nothing of the project left
+CRASH_DEADLINE = 15.0  # the service crashed -> the run has failed
+HEALTH_TIMEOUT = 90.0  # the default per-service health wait
+SLOW_START = 8  # seconds the slow database image sleeps before PostgreSQL starts
+SLOW_POSTGRES_IMAGE = f"itest-slow-postgres-{uuid.uuid4().hex[:8]}:15"
+
+
+@pytest.fixture(autouse=True)
+def _no_project_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    # project_name() below must compute what the subprocess computes: no override in either.
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+
+
+def env_for_runs(**extra: str) -> dict[str, str]:
+    """This environment without the toolkit's settings (reuse mode, a fixed project...), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    env.update({"INTEGRATION_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def copy_example(destination: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache", ".benchmarks")
+    shutil.copytree(EXAMPLE, destination, ignore=ignore)
+    return destination
+
+
+def project_of(root: Path) -> str:
+    return project_name(load_system(root))
+
+
+# --- the project's resources ------------------------------------------------------------------------------
+
+
+def _filters(project: str) -> list[tuple[str, str]]:
+    return [("label", f"{PROJECT_LABEL}={project}")]
+
+
+def _listed(list_them: Callable[[], list[Any]]) -> list[str]:
+    # python-on-whales lists, then inspects each: something removed in between (a stack going down
+    # while we look) is "no such container"; look again.
+    for attempt in range(5):
+        try:
+            return [item.name for item in list_them()]
+        except DockerException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def containers(project: str) -> list[str]:
+    return _listed(lambda: docker.container.list(all=True, filters=_filters(project)))
+
+
+def leftovers(project: str) -> list[str]:
+    """Containers, networks and volumes of a compose project, by the label compose stamps on them."""
+    found = [f"container {name}" for name in containers(project)]
+    found += [f"network {name}" for name in _listed(lambda: docker.network.list(filters=_filters(project)))]
+    found += [f"volume {name}" for name in _listed(lambda: docker.volume.list(filters=_filters(project)))]
+    return found
+
+
+def remove_project(project: str) -> None:
+    with contextlib.suppress(DockerException):
+        found = docker.container.list(all=True, filters=_filters(project))
+        if found:
+            docker.container.remove(found, force=True, volumes=True)
+    with contextlib.suppress(DockerException):
+        networks = docker.network.list(filters=_filters(project))
+        if networks:
+            docker.network.remove(networks)
+    with contextlib.suppress(DockerException):
+        volumes = docker.volume.list(filters=_filters(project))
+        if volumes:
+            docker.volume.remove(volumes)
+
+
+def remove_image(image: str) -> None:
+    with contextlib.suppress(DockerException):
+        docker.image.remove(image, force=True)
+
+
+@dataclass(frozen=True)
+class Event:
+    seconds: float  # wall clock, as time.time()
+    service: str  # compose service
+    action: str  # create, start, die, "health_status: healthy", ...
+
+
+class EventRecorder:
+    """The engine's container events of one project, streamed while a run goes on.
+
+    Streamed, not asked for afterwards with --since: the engine keeps only its last 256 events, and the
+    health checks of every stack on the machine push a project's start out of them within seconds.
+    """
+
+    def __init__(self, project: str) -> None:
+        docker_cli = shutil.which("docker")
+        assert docker_cli is not None
+        self.events: list[Event] = []
+        filters = ["--filter", "type=container", "--filter", f"label={PROJECT_LABEL}={project}"]
+        self.process = subprocess.Popen(
+            [docker_cli, "events", "--format", "{{json .}}", *filters],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        time.sleep(0.5)  # the stream is open before the run starts
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            event = json.loads(line)
+            attributes = (event.get("Actor") or {}).get("Attributes") or {}
+            self.events.append(
+                Event(event["timeNano"] / 1e9, attributes.get(SERVICE_LABEL, "?"), event.get("Action", ""))
+            )
+
+    def __enter__(self) -> EventRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            time.sleep(0.5)  # the last events are on their way
+            self.process.terminate()
+            self.process.wait(10)
+        self.reader.join(10)
+        self.events.sort(key=lambda e: e.seconds)
+
+
+def first(events: list[Event], service: str, action: str) -> float:
+    for event in events:
+        if event.service == service and event.action.strip() == action:
+            return event.seconds
+    raise AssertionError(f"no {action!r} event of {service}: {[(e.service, e.action) for e in events]}")
+
+
+# --- runs -------------------------------------------------------------------------------------------------
+
+
+class Run:
+    """`python -m integration run --root <root> [pytest args]` in its own session, output to a file."""
+
+    def __init__(self, root: Path, *pytest_args: str, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.log = root.parent / f"run-{uuid.uuid4().hex[:6]}.log"
+        self._handle = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "integration", "run", "--root", str(root), *pytest_args],
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env or env_for_runs(),
+            start_new_session=True,  # its own process group: a signal to the group reaches pytest too
+        )
+        self.started = time.time()
+        self.ended: float | None = None
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal_group(self, signum: int) -> float:
+        os.killpg(self.process.pid, signum)
+        return time.time()
+
+    def wait(self, timeout: float = RUN_TIMEOUT) -> int:
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"the run did not end within {timeout:.0f}s:\n{self.output[-4000:]}"
+            ) from None
+        self.ended = self.ended or time.time()
+        self._handle.close()
+        return status
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = RUN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if not self.alive():
+                raise AssertionError(f"the run ended before {what}:\n{self.output[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout:.0f}s:\n{self.output[-4000:]}")
+            time.sleep(0.1)
+
+    def wait_for_exit_time(self) -> None:
+        """Record the moment the process ends (polled, so within 50 ms)."""
+        while self.alive():
+            time.sleep(0.05)
+        self.ended = time.time()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+        self._handle.close()
+
+    def assert_passed(self, passed: str) -> None:
+        status = self.wait()
+        output = self.output
+        assert status == 0, f"the run failed with status {status}:\n{output[-6000:]}"
+        summary = re.findall(r"^=+ (.+) in [\d.]+s.* =+$", output, re.MULTILINE)
+        assert summary, output[-3000:]
+        assert re.fullmatch(rf"{passed}(, \d+ (skipped|deselected))*", summary[-1]), output[-3000:]
+
+
+@contextlib.contextmanager
+def cleanup(*projects: str, runs: list[Run] | None = None, images: tuple[str, ...] = ()) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for run in runs or []:
+            if run.alive():
+                run.kill()
+        for project in projects:
+            remove_project(project)
+        for image in images:
+            remove_image(image)
+
+
+@pytest.fixture(scope="module")
+def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """links:test and analytics:test, fresh for the example's current files (built once per module)."""
+    root = copy_example(tmp_path_factory.mktemp("build") / "shortener")
+    done = subprocess.run(
+        [sys.executable, "-m", "integration", "build", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env_for_runs(),
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- killed runs ------------------------------------------------------------------------------------------
+
+
+def test_a_run_killed_during_up_is_cleaned_up_by_the_next_plain_run(
+    example_images: None, tmp_path: Path
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    killed = Run(root)
+    with cleanup(project, runs=[killed]):
+        killed.wait_until(lambda: bool(containers(project)), "first container of the project")
+        killed.signal_group(signal.SIGKILL)
+        killed.wait()
+        assert "healthy in" not in killed.output, "the kill came too late: the stack was already up"
+        assert containers(project), "the kill left nothing behind, so the next run proves nothing"
+
+        Run(root).assert_passed(ALL_PASSED)
+        assert leftovers(project) == []
+
+
+def test_a_run_killed_during_the_tests_is_cleaned_up_by_the_next_plain_run(
+    example_images: None, tmp_path: Path
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    killed = Run(root)
+    with cleanup(project, runs=[killed]):
+        killed.wait_until(lambda: bool(HEALTHY.search(killed.output)), "summary table of a healthy stack")
+        time.sleep(1.0)  # well inside the tests (about 10 s of them)
+        killed.signal_group(signal.SIGKILL)
+        killed.wait()
+        running = _listed(lambda: docker.container.list(filters=_filters(project)))
+        assert len(running) == 5, f"the killed run's stack should still be running: {running}"
+
+        Run(root).assert_passed(ALL_PASSED)
+        assert leftovers(project) == []
+
+
+def test_ctrl_c_during_the_tests_takes_the_stack_down_within_15_s(
+    example_images: None, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    run = Run(root)
+    with cleanup(project, runs=[run]):
+        run.wait_until(lambda: bool(HEALTHY.search(run.output)), "summary table of a healthy stack")
+        time.sleep(1.0)
+        signalled = run.signal_group(signal.SIGINT)
+        while leftovers(project) and time.time() - signalled < 60:
+            time.sleep(0.1)
+        seconds = time.time() - signalled
+        record_property("sigint_to_down_seconds", round(seconds, 2))
+        print(f"SIGINT -> nothing of {project} left: {seconds:.1f}s")
+        assert leftovers(project) == [], f"still there {seconds:.0f}s after Ctrl-C"
+        assert seconds < DOWN_DEADLINE, f"the stack took {seconds:.1f}s to go after Ctrl-C"
+        status = run.wait(30)
+        assert status == 130, run.output[-3000:]
+        assert run.output.rstrip().endswith("interrupted"), run.output[-3000:]
+
+
+# --- ports and checkouts ----------------------------------------------------------------------------------
+
+
+def hold_ports(ports: tuple[int, ...], timeout: float = 60.0) -> dict[int, socket.socket]:
+    """A listening socket on 127.0.0.1 for each port, as a server holds it (SO_REUSEADDR, so that the
+    TIME-WAIT connections an earlier stack left on the port do not stand in the way). A port another
+    process listens on is tried again until `timeout`: the test needs every one of them held."""
+    held: dict[int, socket.socket] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for port in ports:
+            if port in held:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                held[port] = sock
+            except OSError:
+                sock.close()
+        if len(held) == len(ports):
+            return held
+        if time.monotonic() > deadline:
+            for sock in held.values():
+                sock.close()
+            owners = {p: describe_port_owner(p) for p in ports if p not in held}
+            raise AssertionError(f"ports held by others for {timeout:.0f}s: {owners}")
+        time.sleep(0.5)
+
+
+def test_with_every_default_host_port_taken_the_run_passes_on_other_ports(
+    example_images: None, tmp_path: Path
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    held = hold_ports(DEFAULT_PORTS)
+    run = Run(root, *SMOKE)
+    try:
+        with cleanup(project, runs=[run]):
+            run.assert_passed(SMOKE_PASSED)
+            assert leftovers(project) == []
+    finally:
+        for sock in held.values():
+            sock.close()
+    compose = (root / ".integration" / f"{project}.yml").read_text()
+    published = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+):\d+", compose)}
+    assert len(published) == 6, compose
+    assert not published & set(DEFAULT_PORTS), f"a taken default port was planned: {sorted(published)}"
+    urls = re.findall(r"http://127\.0\.0\.1:(\d+)", run.output)
+    assert urls and not {int(p) for p in urls} & set(DEFAULT_PORTS), run.output[-3000:]
+
+
+def test_two_checkouts_run_at_once_on_their_own_projects(example_images: None, tmp_path: Path) -> None:
+    roots = [copy_example(tmp_path / name / "shortener") for name in ("one", "two")]
+    projects = [project_of(root) for root in roots]
+    assert projects[0] != projects[1]
+    runs = [Run(root, *SMOKE) for root in roots]
+    with cleanup(*projects, runs=runs):
+        for run in runs:
+            run.assert_passed(SMOKE_PASSED)
+        for run, project in zip(runs, projects, strict=True):
+            assert HEALTHY.search(run.output).group(1) == project, run.output[-3000:]
+            assert leftovers(project) == []
+
+
+# --- a service that crashes at start ----------------------------------------------------------------------
+
+
+def crash_in_settings(root: Path) -> str:
+    """A function-level `import os` below the first use of `os`: UnboundLocalError at startup."""
+    main = root / "services" / "links" / "app" / "main.py"
+    text = main.read_text()
+    anchor = '            exchange=os.environ.get("EVENT_EXCHANGE", "events"),\n        )\n'
+    assert anchor in text, "the example's Settings.from_env changed; update this fault"
+    main.write_text(text.replace(anchor, anchor + "        import os  # the careless edit\n", 1))
+    return "UnboundLocalError: cannot access local variable 'os' where it is not associated with a value"
+
+
+def forget_architecture(root: Path) -> str:
+    """A Dockerfile that does not copy architecture/: the service's first import fails."""
+    dockerfile = root / "services" / "links" / "Dockerfile"
+    text = dockerfile.read_text()
+    line = "COPY architecture/ /srv/architecture/\n"
+    assert line in text, "the example's links Dockerfile changed; update this fault"
+    dockerfile.write_text(text.replace(line, ""))
+    return "ModuleNotFoundError: No module named 'architecture'"
+
+
+@pytest.mark.parametrize(
+    "fault", [crash_in_settings, forget_architecture], ids=["unbound-local", "no-architecture"]
+)
+def test_a_service_crashing_at_start_fails_the_run_fast_naming_container_code_and_traceback(
+    fault: Callable[[Path], str],
+    example_images: None,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    image = f"itest-faults-links-{fault.__name__.replace('_', '-')}:test"
+    services = root / "architecture" / "services.yml"
+    services.write_text(
+        services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")
+    )
+    traceback_line = fault(root)
+    project = project_of(root)
+    with cleanup(project, images=(image,)):
+        built = subprocess.run(
+            [sys.executable, "-m", "integration", "build", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env_for_runs(),
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        assert built.returncode == 0, built.stdout + built.stderr
+
+        with EventRecorder(project) as recorder:
+            run = Run(root)
+            run.wait_for_exit_time()
+        status = run.wait()
+        events = recorder.events
+        output = run.output
+        assert status != 0, output[-3000:]
+
+        container = f"{project}-links-1"
+        assert re.search(rf"container {re.escape(container)} \(links\) exited with code [1-9]\d*", output), (
+            output
+        )
+        assert traceback_line in output, output[-4000:]
+        assert leftovers(project) == []
+
+        # Measured on the engine's clock: `up` creates the containers, the service starts once its
+        # database and the broker are healthy, crashes, and the run ends. What the toolkit controls is
+        # crash -> failure; up -> failure adds how long the dependencies took, which on a loaded machine
+        # alone can pass 15 s, so it is reported and only held under the 90 s health timeout.
+        assert run.ended is not None
+        up_started = min(e.seconds for e in events if e.action == "create")
+        died = first(events, "links", "die")
+        up_seconds, crash_seconds = run.ended - up_started, run.ended - died
+        record_property("crash_to_failure_seconds", round(crash_seconds, 2))
+        record_property("up_to_failure_seconds", round(up_seconds, 2))
+        print(f"{fault.__name__}: up -> failure {up_seconds:.1f}s, crash -> failure {crash_seconds:.1f}s")
+        assert crash_seconds < CRASH_DEADLINE, f"the run failed {crash_seconds:.1f}s after the crash"
+        assert up_seconds < HEALTH_TIMEOUT, f"the run failed {up_seconds:.1f}s after `up`: it waited it out"
+
+        folder = re.search(r"run folder with every container's logs: (\S+)", output)
+        assert folder, output[-3000:]
+        saved = Path(folder.group(1))
+        assert saved.is_dir() and saved.is_relative_to(root / ".integration")
+        assert {"compose.yml", "ps.json", "images.json", "links.log", "reason.txt"} <= {
+            p.name for p in saved.iterdir()
+        }
+        assert traceback_line in (saved / "links.log").read_text()
+        assert image in json.loads((saved / "images.json").read_text())
+        assert any(entry["name"] == container for entry in json.loads((saved / "ps.json").read_text()))
+
+
+# --- a slow database -------------------------------------------------------------------------------------
+
+SLOW_DOCKERFILE = f"""\
+FROM integration-local/postgres:15
+RUN printf '#!/bin/sh\\nsleep {SLOW_START}\\nexec docker-entrypoint.sh "$@"\\n' > /usr/local/bin/slow-start \\
+    && chmod 755 /usr/local/bin/slow-start
+ENTRYPOINT ["slow-start"]
+CMD ["postgres"]
+"""
+
+
+@pytest.fixture
+def slow_postgres(tmp_path: Path) -> Iterator[str]:
+    """The PostgreSQL stand-in behind an entrypoint that sleeps SLOW_START seconds first."""
+    context = tmp_path / "slow-postgres"
+    context.mkdir()
+    (context / "Dockerfile").write_text(SLOW_DOCKERFILE)
+    try:
+        docker.build(context, tags=[SLOW_POSTGRES_IMAGE], progress=False)
+        yield SLOW_POSTGRES_IMAGE
+    finally:
+        remove_image(SLOW_POSTGRES_IMAGE)
+
+
+def test_slow_databases_still_start_before_their_services_and_the_run_passes(
+    example_images: None, slow_postgres: str, tmp_path: Path
+) -> None:
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    with EventRecorder(project) as recorder:
+        run = Run(root, *SMOKE, env=env_for_runs(INTEGRATION_POSTGRES_IMAGE=slow_postgres))
+        with cleanup(project, runs=[run]):
+            run.assert_passed(SMOKE_PASSED)
+    events = recorder.events
+    assert leftovers(project) == []
+    for service in ("links", "analytics"):
+        db_started = first(events, f"{service}-db", "start")
+        db_healthy = first(events, f"{service}-db", "health_status: healthy")
+        started = first(events, service, "start")
+        assert db_healthy - db_started >= SLOW_START, "the database was not slow: the test proves nothing"
+        assert started >= db_healthy, f"{service} started before its database was healthy"
+        assert started >= first(events, "broker", "health_status: healthy"), f"{service} before the broker"
