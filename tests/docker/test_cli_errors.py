@@ -28,8 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -84,12 +86,24 @@ def cli(*args: str, env: dict[str, str], timeout: float = TIMEOUT) -> Result:
     return Result(done.returncode, done.stdout, done.stderr)
 
 
+def _listed(list_them: Callable[[], list[Any]]) -> list[str]:
+    # python-on-whales lists, then inspects each: something removed in between is "no such ...".
+    for attempt in range(5):
+        try:
+            return [item.name for item in list_them()]
+        except DockerException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 def leftovers(project: str) -> list[str]:
     """Containers, networks and volumes of a compose project, by the label compose stamps on them."""
     filters = [("label", f"{PROJECT_LABEL}={project}")]
-    found = [f"container {c.name}" for c in docker.container.list(all=True, filters=filters)]
-    found += [f"network {n.name}" for n in docker.network.list(filters=filters)]
-    found += [f"volume {v.name}" for v in docker.volume.list(filters=filters)]
+    found = [f"container {n}" for n in _listed(lambda: docker.container.list(all=True, filters=filters))]
+    found += [f"network {n}" for n in _listed(lambda: docker.network.list(filters=filters))]
+    found += [f"volume {n}" for n in _listed(lambda: docker.volume.list(filters=filters))]
     return found
 
 
@@ -379,19 +393,55 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_a_malformed_system_is_one_message_naming_file_and_field(case: Case, tmp_path: Path) -> None:
-    root = copy_tiny(tmp_path / "tiny")
-    case.change(root)
+Outcome = tuple[Result, list[str]] | BaseException
+
+
+def run_case(case: Case, folder: Path) -> Outcome:
+    """Copy tiny, break it, run the command: the result and what the project left behind (or what went
+    wrong on the way, for the case's own test to raise)."""
     project = f"itest-cli-{token()}"
+    left = ["(not looked at yet)"]
     try:
-        result = cli(
-            case.command, "--root", str(root), env=clean_env(INTEGRATION_PROJECT=project, **case.env)
-        )
-        assert_one_message(result, case.status, *case.needles)
-        assert leftovers(project) == []
+        root = copy_tiny(folder / "tiny")
+        case.change(root)
+        env = clean_env(INTEGRATION_PROJECT=project, **case.env)
+        result = cli(case.command, "--root", str(root), env=env)
+        left = leftovers(project)
+        return result, left
+    except Exception as exc:
+        return exc
     finally:
-        remove_project(project)
+        if left:
+            remove_project(project)
+
+
+@pytest.fixture(scope="module")
+def case_outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    """The outcome of every selected case, run four at a time: each is a second of Python start-up and
+    of reading files, and none touches another's files or project."""
+    selected = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_a_malformed_system_is_one_message_naming_file_and_field"
+    }
+    cases = [case for case in CASES if case.id in selected]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = pool.map(lambda case: run_case(case, tmp_path_factory.mktemp(case.id)), cases)
+        return {case.id: outcome for case, outcome in zip(cases, outcomes, strict=True)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_malformed_system_is_one_message_naming_file_and_field(
+    case: Case, case_outcomes: dict[str, Outcome]
+) -> None:
+    outcome = case_outcomes[case.id]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    result, left = outcome
+    assert_one_message(result, case.status, *case.needles)
+    assert left == []
 
 
 # --- the engine, the build and the stack: a copy of tiny whose image is built once for the module ---------
