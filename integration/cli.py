@@ -159,13 +159,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_tests(command, system.root)
 
 
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _run_tests(command: list[str], cwd: Path) -> int:
     """Run pytest in a child process and never cut its teardown short.
 
     Ctrl-C at a terminal (SIGINT to the foreground process group) reaches pytest as well as this process:
     pytest turns it into its KeyboardInterrupt and tears the stack down, and this process waits for that.
-    SIGTERM sent to this process (a cancelled job) is passed on to pytest as SIGINT. (subprocess.call
-    would kill pytest 0.25 s after a KeyboardInterrupt, leaving the stack running.)
+    SIGTERM (a cancelled job, `timeout`, `docker stop`), whether sent to this process or to the whole
+    group, reaches pytest once, as SIGINT from here: pytest starts with SIGTERM ignored, because its
+    default action would end it at once, leaving the stack running. (subprocess.call would also kill
+    pytest 0.25 s after a KeyboardInterrupt.)
     """
     interrupted = False
     child: subprocess.Popen[bytes] | None = None
@@ -186,7 +192,8 @@ def _run_tests(command: list[str], cwd: Path) -> int:
         signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
     }
     try:
-        child = subprocess.Popen(command, cwd=cwd)
+        # preexec_fn is safe here: the build threads have ended, nothing else runs beside this one.
+        child = subprocess.Popen(command, cwd=cwd, preexec_fn=_ignore_sigterm)
         status = child.wait()
     finally:
         for signum, handler in previous.items():
