@@ -55,7 +55,7 @@ SMOKE = (  # pytest arguments of `run`, after its `--`
 SMOKE_PASSED = "3 passed"
 HEALTHY = re.compile(r"\[integration\] stack (\S+) healthy in")
 RUN_TIMEOUT = 300.0
-DOWN_DEADLINE = 15.0  # Ctrl-C -> nothing of the project left
+DOWN_DEADLINE = 15.0  # Ctrl-C or SIGTERM -> nothing of the project left
 CRASH_DEADLINE = 15.0  # the service crashed -> the run has failed
 HEALTH_TIMEOUT = 90.0  # the default per-service health wait
 SLOW_START = 8  # seconds the slow database image sleeps before PostgreSQL starts
@@ -341,23 +341,30 @@ def test_a_run_killed_during_the_tests_is_cleaned_up_by_the_next_plain_run(
         assert leftovers(project) == []
 
 
-def test_ctrl_c_during_the_tests_takes_the_stack_down_within_15_s(
-    example_images: None, tmp_path: Path, record_property: Callable[[str, object], None]
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm-as-a-cancelled-ci-job"]
+)
+def test_a_signal_to_the_run_during_the_tests_takes_the_stack_down_within_15_s(
+    signum: signal.Signals,
+    example_images: None,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
+    """Ctrl-C at a terminal and a cancelled CI job both signal the whole process group."""
     root = copy_example(tmp_path / "shortener")
     project = project_of(root)
     run = Run(root)
     with cleanup(project, runs=[run]):
         run.wait_until(lambda: bool(HEALTHY.search(run.output)), "summary table of a healthy stack")
         time.sleep(1.0)
-        signalled = run.signal_group(signal.SIGINT)
+        signalled = run.signal_group(signum)
         while leftovers(project) and time.time() - signalled < 60:
             time.sleep(0.1)
         seconds = time.time() - signalled
-        record_property("sigint_to_down_seconds", round(seconds, 2))
-        print(f"SIGINT -> nothing of {project} left: {seconds:.1f}s")
-        assert leftovers(project) == [], f"still there {seconds:.0f}s after Ctrl-C"
-        assert seconds < DOWN_DEADLINE, f"the stack took {seconds:.1f}s to go after Ctrl-C"
+        record_property(f"{signum.name.lower()}_to_down_seconds", round(seconds, 2))
+        print(f"{signum.name} -> nothing of {project} left: {seconds:.1f}s")
+        assert leftovers(project) == [], f"still there {seconds:.0f}s after {signum.name}"
+        assert seconds < DOWN_DEADLINE, f"the stack took {seconds:.1f}s to go after {signum.name}"
         status = run.wait(30)
         assert status == 130, run.output[-3000:]
         assert run.output.rstrip().endswith("interrupted"), run.output[-3000:]
