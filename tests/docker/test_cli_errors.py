@@ -11,6 +11,11 @@ subprocess, under its own compose project ($INTEGRATION_PROJECT). Every case mus
   (BuildError) and a stack that did not come up (StackError, e.g. its host ports kept being taken);
 - no container, network or volume of its compose project left behind.
 
+Ports: two services on the same container port do not clash (each container has its own network
+namespace; the example's two services both listen on 8000) and host ports are planned, never configured,
+so the duplicate port here is `port:` given twice in one service; a taken host port is the race case at
+the end (every plan's ports bound by another process right after planning).
+
 The discovery errors are also covered at unit level (tests/unit/test_discovery.py); these go through the
 command line, so they also check the exit status, the single message and the cleanup.
 """
@@ -534,8 +539,10 @@ def test_no_docker_command_on_path_is_one_message(command: str, built: Built, tm
     root = copy_built(built, tmp_path / "tiny")
     empty = tmp_path / "bin"
     empty.mkdir()
-    result = cli(command, "--root", str(root), env=clean_env(PATH=str(empty)))
+    project = f"itest-cli-{token()}"
+    result = cli(command, "--root", str(root), env=clean_env(INTEGRATION_PROJECT=project, PATH=str(empty)))
     assert_one_message(result, 2, r"the docker command is not on PATH", "install")
+    assert leftovers(project) == []
 
 
 @pytest.mark.parametrize("command", ["up", "run"])
