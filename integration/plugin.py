@@ -40,12 +40,10 @@ from .discovery import find_system_root, load_system
 from .errors import IntegrationError
 from .images import require_fresh
 from .model import StackEndpoints, SystemSpec
-from .ports import DEFAULT_BASE
-from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, project_name, reuse_from_env
+from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, default_port_base, project_name, reuse_from_env
 from .stack import wait_for_service_health as _wait_for_service_health
 
 WORKER_PORT_STRIDE = 1000
-PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 _VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
 _SYSTEM = pytest.StashKey[SystemSpec]()
 _PHASES = pytest.StashKey[dict[str, float]]()
@@ -229,13 +227,10 @@ def docker_compose_services(
 
 
 def _port_base() -> int:
-    configured = os.environ.get(PORT_BASE_ENV, "").strip()
-    if not configured:
-        return DEFAULT_BASE
     try:
-        return int(configured)
-    except ValueError:
-        raise pytest.UsageError(f"${PORT_BASE_ENV} must be a port number, not {configured!r}") from None
+        return default_port_base()
+    except IntegrationError as exc:
+        pytest.exit(f"integration: {exc}", returncode=2)
 
 
 def _reuse(config: pytest.Config) -> bool:

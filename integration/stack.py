@@ -60,11 +60,24 @@ LOG_TAIL_LINES = 50
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
 PROJECT_ENV = "INTEGRATION_PROJECT"
 REUSE_ENV = "INTEGRATION_REUSE"
+PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
 STATE_VERSION = 1
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _checked_compose: dict[int, str] = {}
+
+
+def default_port_base() -> int:
+    """$INTEGRATION_PORT_BASE (the block of preferred host ports, e.g. to keep clear of a stack already
+    running on the default one), else the default block 47100."""
+    configured = os.environ.get(PORT_BASE_ENV, "").strip()
+    if not configured:
+        return DEFAULT_BASE
+    try:
+        return int(configured)
+    except ValueError:
+        raise StackError(f"${PORT_BASE_ENV} must be a port number, not {configured!r}") from None
 
 
 def reuse_from_env() -> bool:
@@ -282,7 +295,7 @@ class Stack:
         keep: bool = False,
         report: Reporter = print,
         is_port_free: Callable[[int], bool] | None = None,
-        port_base: int = DEFAULT_BASE,
+        port_base: int | None = None,
         reuse: bool | None = None,
     ) -> None:
         self.system = system
@@ -294,7 +307,7 @@ class Stack:
         self.keep = keep
         self.report = report
         self.is_port_free = is_port_free
-        self.port_base = port_base
+        self.port_base = default_port_base() if port_base is None else port_base
         self.ports: PortPlan | None = None
         self.endpoints: StackEndpoints | None = None
         self.timings: dict[str, float] = {}
