@@ -36,7 +36,7 @@ from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
 
 from .compose import dump_compose, render_compose
-from .errors import EngineError, StackError
+from .errors import ConfigError, EngineError, StackError
 from .model import (
     BROKER_MANAGEMENT_PORT,
     BROKER_SERVICE,
@@ -48,7 +48,7 @@ from .model import (
     StackEndpoints,
     SystemSpec,
 )
-from .ports import DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
+from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
 
 Reporter = Callable[[str], None]
 
@@ -75,9 +75,18 @@ def default_port_base() -> int:
     if not configured:
         return DEFAULT_BASE
     try:
-        return int(configured)
+        base = int(configured)
     except ValueError:
-        raise StackError(f"${PORT_BASE_ENV} must be a port number, not {configured!r}") from None
+        raise ConfigError(f"${PORT_BASE_ENV}", None, f"must be a port number, not {configured!r}") from None
+    highest = 65535 - BROKER_AMQP_OFFSET
+    if not 1024 <= base <= highest:
+        raise ConfigError(
+            f"${PORT_BASE_ENV}",
+            None,
+            f"{base} is out of range: the block of preferred ports {base}..{base}+{BROKER_AMQP_OFFSET} "
+            f"must hold unprivileged ports; choose 1024..{highest}",
+        )
+    return base
 
 
 def reuse_from_env() -> bool:
