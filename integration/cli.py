@@ -32,7 +32,7 @@ from .doctor import run_doctor
 from .errors import ConfigError, EngineError, IntegrationError
 from .images import build_images, require_fresh
 from .model import SystemSpec
-from .stack import Stack, check_compose
+from .stack import Stack, check_compose, default_port_base
 
 ROOT_ENV = "INTEGRATION_ROOT"
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
@@ -146,7 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(
             tests, None, "no use-case tests folder; `run` runs the pytest tests in <root>/use_case_tests"
         )
-    # Checked here, not first inside pytest: an old Compose is then one message and exit status 2.
+    # Checked here, not first inside pytest: an old Compose or a malformed $INTEGRATION_PORT_BASE is then
+    # one message and exit status 2.
+    default_port_base()
     _engine(compose=True)
     status = cmd_build(args)
     if status:
