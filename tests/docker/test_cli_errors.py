@@ -580,6 +580,27 @@ def test_a_malformed_base_image_variable_is_named(built: Built, tmp_path: Path) 
     assert_one_message(result, 2, r"\$INTEGRATION_POSTGRES_IMAGE: 'Postgres 15' is not an image reference")
 
 
+@pytest.mark.parametrize(
+    ("command", "value", "needle"),
+    [
+        ("up", "70000", r"70000 is out of range: .* choose 1024\.\.64634"),
+        ("run", "next to 47100", r"must be a port number, not 'next to 47100'"),
+    ],
+)
+def test_a_malformed_port_base_variable_is_named(
+    command: str, value: str, needle: str, built: Built, tmp_path: Path
+) -> None:
+    root = copy_built(built, tmp_path / "tiny")
+    project = f"itest-cli-{token()}"
+    try:
+        env = clean_env(INTEGRATION_PROJECT=project, INTEGRATION_PORT_BASE=value)
+        result = cli(command, "--root", str(root), env=env)
+        assert_one_message(result, 2, r"^error: \$INTEGRATION_PORT_BASE: ", needle)
+        assert leftovers(project) == []
+    finally:
+        remove_project(project)
+
+
 def test_run_without_a_use_case_tests_folder_is_named(built: Built, tmp_path: Path) -> None:
     root = copy_built(built, tmp_path / "tiny")
     remove("use_case_tests")(root)
