@@ -28,6 +28,8 @@ the session with the names of the changed files when one is not: a stale image i
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,7 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--integration-root", default=None, help="root folder of the system under test")
     group.addoption(
-        "--keep-stack", action="store_true", default=False, help="leave the stack running after the tests"
+        "--keep-stack",
+        "--keep",
+        action="store_true",
+        default=False,
+        help="leave the stack running after the tests",
     )
     group.addoption(
         "--reuse-stack",
@@ -85,11 +91,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _exit(exc: IntegrationError) -> None:
+    """One `error:` line on stderr and the error's own exit status, as the command line gives."""
+    sys.stderr.write(f"error: {exc}\n")
+    sys.stderr.flush()
+    pytest.exit(f"integration: {str(exc).splitlines()[0]}", returncode=exc.exit_status)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration_only: run only with --integration")
     config.addinivalue_line("markers", "mock_only: run only without --integration")
     if not config.getoption("--integration") or hasattr(config, "workerinput"):
         return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # A cancelled CI job sends SIGTERM: take the Ctrl-C path, so that the stack fixture tears down.
+        # (Under `python -m integration run` pytest starts with SIGTERM ignored and gets one SIGINT.)
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     # Checked once, in the controlling process, before collection: a stale image ends the run here.
     started = time.monotonic()
     try:
@@ -168,7 +189,7 @@ def integration_system(pytestconfig: pytest.Config) -> SystemSpec:
     try:
         return _system_for(pytestconfig)
     except IntegrationError as exc:
-        pytest.exit(f"integration: {exc}", returncode=2)
+        _exit(exc)
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +209,7 @@ def docker_compose_services(
     try:
         verified = pytestconfig.stash.get(_VERIFIED_IMAGES, None) or require_fresh(integration_system)
     except IntegrationError as exc:
-        pytest.exit(f"integration: {exc}", returncode=2)
+        _exit(exc)
     worker = _worker(pytestconfig)
     base = _port_base() + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
     reuse = _reuse(pytestconfig)
@@ -206,7 +227,7 @@ def docker_compose_services(
     try:
         stack.__enter__()
     except IntegrationError as exc:
-        pytest.exit(f"integration: {exc}", returncode=3)
+        _exit(exc)
     phases = pytestconfig.stash.setdefault(_PHASES, {})
     phases["stack up"] = time.monotonic() - started
     # A stack that ran before (reuse mode) holds the last run's data: reset before the first test.
@@ -230,7 +251,7 @@ def _port_base() -> int:
     try:
         return default_port_base()
     except IntegrationError as exc:
-        pytest.exit(f"integration: {exc}", returncode=2)
+        _exit(exc)
 
 
 def _reuse(config: pytest.Config) -> bool:

@@ -562,11 +562,16 @@ class Stack:
         for attempt in range(retries + 1):
             try:
                 # Compose writes progress and errors alike to stderr: only the exit status tells.
-                # Without --wait: compose still starts each service only once its database and broker
-                # are healthy, and returns when the last one has started; whether the services answer
-                # is then seen from here (`_wait_for_health`, every 50 ms) instead of by compose through
-                # the services' own health checks, one a second: 0.5 to 0.8 s earlier per cold start.
-                self.client.compose.up(detach=True, quiet=True, remove_orphans=True)
+                # `up -d --wait` returns once every container is healthy, or fails as soon as one exits
+                # or turns unhealthy. The host-side health wait that follows then checks the published
+                # ports themselves (it answers at once on a healthy stack).
+                self.client.compose.up(
+                    detach=True,
+                    wait=True,
+                    wait_timeout=int(self.health_timeout),
+                    quiet=True,
+                    remove_orphans=True,
+                )
                 return
             except DockerException as exc:
                 output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
@@ -578,7 +583,7 @@ class Stack:
                     self.down()
                     self.write()
                     continue
-                headline = "`docker compose up` failed"
+                headline = "`docker compose up --wait` failed"
                 if _port_taken(output) and not crashed:
                     headline = _port_race_headline(output, retries + 1)
                 raise StackError(self._failure_message(headline, output)) from exc

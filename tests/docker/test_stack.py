@@ -345,10 +345,12 @@ def test_a_service_crashing_at_start_fails_the_stack_fast_with_its_logs(crashing
     assert "exited with code 1" in message
     assert "UnboundLocalError: cannot access local variable 'json'" in message
     assert "steady" not in message.split("run folder")[0]  # the healthy neighbour is not blamed
-    # The last log lines in the order the service wrote them: its stdout line, then the traceback.
-    log_tail = message.split("its last log lines:\n", 1)[1].split("\nrun folder", 1)[0].strip()
-    assert log_tail.index("crasher: reading settings") < log_tail.index("Traceback")
-    assert log_tail.splitlines()[-1].startswith("UnboundLocalError")
+    # The last log lines, stdout and stderr both. Their relative order is the engine's timestamps, which
+    # are not always in write order across the two streams, so only their presence is asserted here.
+    log_tail = message.split("its last log lines:\n", 1)[1].split("\nrun folder", 1)[0]
+    assert "crasher: reading settings" in log_tail
+    assert "Traceback" in log_tail
+    assert "UnboundLocalError" in log_tail
 
     (run_folder,) = (compose_dir / "runs").iterdir()
     assert str(run_folder) in message
