@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs and starts a Docker engine with the Compose v2 and buildx plugins on a Debian machine.
+# Installs and starts a Docker engine with the Compose v2 and buildx plugins on a Debian machine, and
+# debootstrap, which builds the offline stand-in images.
 #
 # Idempotent: when `docker info` and `docker compose version` both answer, it does nothing.
 # Debian 12 ships the engine (docker.io 20.10) but not the Compose v2 plugin, so the plugins come from
@@ -16,7 +17,8 @@ fail() { log "error: $*"; exit 1; }
 
 engine_ready() { docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; }
 
-if engine_ready; then
+# debootstrap builds the offline stand-in images where no registry can be reached.
+if engine_ready && command -v debootstrap >/dev/null; then
     log "engine and compose plugin already answer; nothing to do"
     exit 0
 fi
@@ -47,6 +49,12 @@ apt_update_once() {
         apt_updated=1
     fi
 }
+
+if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap (for the offline stand-in images)"
+    apt_update_once
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+fi
 
 if ! command -v dockerd >/dev/null; then
     log "installing Debian's docker.io (engine)"
