@@ -95,10 +95,17 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _exit(exc: IntegrationError) -> None:
-    """One `error:` line on stderr and the error's own exit status, as the command line gives."""
-    sys.stderr.write(f"error: {exc}\n")
-    sys.stderr.flush()
+def _exit(config: pytest.Config, exc: IntegrationError) -> None:
+    """One `error:` message on stderr and the error's own exit status, as the command line gives."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        # Inside a fixture pytest captures stderr; the message must reach the terminal all the same.
+        with capture.global_and_fixture_disabled():
+            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.flush()
+    else:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
     pytest.exit(f"integration: {str(exc).splitlines()[0]}", returncode=exc.exit_status)
 
 
@@ -189,7 +196,7 @@ def integration_system(pytestconfig: pytest.Config) -> SystemSpec:
     try:
         return _system_for(pytestconfig)
     except IntegrationError as exc:
-        _exit(exc)
+        _exit(pytestconfig, exc)
 
 
 @pytest.fixture(scope="session")
@@ -209,9 +216,9 @@ def docker_compose_services(
     try:
         verified = pytestconfig.stash.get(_VERIFIED_IMAGES, None) or require_fresh(integration_system)
     except IntegrationError as exc:
-        _exit(exc)
+        _exit(pytestconfig, exc)
     worker = _worker(pytestconfig)
-    base = _port_base() + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
+    base = _port_base(pytestconfig) + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
     reuse = _reuse(pytestconfig)
     stack = Stack(
         integration_system,
@@ -227,7 +234,7 @@ def docker_compose_services(
     try:
         stack.__enter__()
     except IntegrationError as exc:
-        _exit(exc)
+        _exit(pytestconfig, exc)
     phases = pytestconfig.stash.setdefault(_PHASES, {})
     phases["stack up"] = time.monotonic() - started
     # A stack that ran before (reuse mode) holds the last run's data: reset before the first test.
@@ -247,11 +254,12 @@ def docker_compose_services(
         phases["stack down"] = time.monotonic() - started
 
 
-def _port_base() -> int:
+def _port_base(config: pytest.Config) -> int:
     try:
         return default_port_base()
     except IntegrationError as exc:
-        _exit(exc)
+        _exit(config, exc)
+        raise
 
 
 def _reuse(config: pytest.Config) -> bool:
