@@ -224,8 +224,12 @@ def write_compose(
     system: SystemSpec, ports: PortPlan, path: Path, images: Mapping[str, str] | None = None
 ) -> Path:
     """Render and write the compose file to `path` (atomically; parent folders created)."""
-    path = Path(path)
-    text = dump_compose(render_compose(system, ports, images))
+    return write_atomically(Path(path), dump_compose(render_compose(system, ports, images)))
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and a rename (parent folders created), so that a
+    reader (compose, a concurrent run) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

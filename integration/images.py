@@ -42,7 +42,7 @@ class ImageState:
     seconds: float = 0.0
 
 
-def build_args_for(base_images: BaseImages, client: DockerClient = docker) -> dict[str, str]:
+def build_args_for(base_images: BaseImages) -> dict[str, str]:
     """Build arguments every service Dockerfile receives."""
     return {"PYTHON_IMAGE": base_images.python}
 

@@ -35,7 +35,7 @@ import yaml
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
 
-from .compose import dump_compose, render_compose
+from .compose import dump_compose, render_compose, write_atomically
 from .errors import ConfigError, EngineError, StackError
 from .model import (
     BROKER_MANAGEMENT_PORT,
@@ -356,8 +356,7 @@ class Stack:
     def write(self, keep_ports: Mapping[str, Mapping[int, int]] | None = None) -> Path:
         """Plan host ports (keeping `keep_ports` where the system still has them) and write the file."""
         self.ports = self._plan(keep_ports)
-        self._write_text(self.compose_text())
-        return self.compose_file
+        return write_atomically(self.compose_file, self.compose_text())
 
     def compose_text(self) -> str:
         """The compose file for the current port plan, as `write` puts it on disk."""
@@ -377,15 +376,6 @@ class Stack:
                 for service, mapping in fresh.ports.items()
             }
         )
-
-    def _write_text(self, text: str) -> None:
-        self.compose_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.compose_file.with_name(f".{self.compose_file.name}.{os.getpid()}")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.compose_file)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def up(self) -> StackEndpoints:
         """Down whatever an earlier run left, then up, then wait for every service's health.
@@ -452,16 +442,12 @@ class Stack:
             ports={k: dict(v) for k, v in self.ports.ports.items()},
             containers={i.service: i.container_id for i in infos},
         )
-        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             (self.state_file.parent / ".gitignore").write_text("*\n")
-            tmp.write_text(state.to_json() + "\n")
-            os.replace(tmp, self.state_file)
+            write_atomically(self.state_file, state.to_json() + "\n")
         except OSError as exc:
             self.report(f"warning: cannot record the stack for reuse in {self.state_file}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _forget_state(self) -> None:
         self.state_file.unlink(missing_ok=True)
@@ -538,7 +524,7 @@ class Stack:
             f"reuse mode: bringing stack {self.project} up to date; "
             + (f"recreating {changes}" if changes else "the compose file changed outside its services")
         )
-        self._write_text(text)
+        write_atomically(self.compose_file, text)
         # Whatever the project runs for a blocked service goes (killed, no graceful stop), whether the
         # state knew the container or not; `up` then creates exactly those and leaves the rest alone.
         doomed = [i.container_id for i in self.containers() if i.service in blockers]
