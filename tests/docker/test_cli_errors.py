@@ -432,8 +432,11 @@ def case_outcomes(
         if getattr(item, "originalname", "") == "test_a_malformed_system_is_one_message_naming_file_and_field"
     }
     cases = [case for case in CASES if case.id in selected]
+    # The folders are made here, in one thread: pytest's tmp_path_factory creates its base folder lazily
+    # and is not thread-safe, so concurrent first calls may each make a base of their own.
+    folders = [tmp_path_factory.mktemp(case.id) for case in cases]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        outcomes = pool.map(lambda case: run_case(case, tmp_path_factory.mktemp(case.id)), cases)
+        outcomes = pool.map(run_case, cases, folders)
         return {case.id: outcome for case, outcome in zip(cases, outcomes, strict=True)}
 
 
