@@ -60,6 +60,7 @@ FRESH_PREFIX = "bench-fresh-"
 PYTEST_DOCKER_TAG = "pytest-docker"
 CACHE_BUST_ARG = "BENCH_CACHE_BUST"
 # Below Linux's ephemeral range (32768-60999), away from the default block 47100 other stacks use.
+WORKER_COUNT = 2  # pytest-xdist workers of the -n measurement
 PORT_BASES = {"ours": 22100, "pytest-docker": 23100, "scale": 24100, "fresh": 25100}
 PYTEST_DOCKER_REQUIREMENTS = (
     "pytest>=8",
@@ -403,8 +404,8 @@ class Toolkit:
             env["INTEGRATION_REUSE"] = "1"
         return env
 
-    def pytest(self, *, reuse: bool = False) -> Run:
-        command = [sys.executable, "-m", "pytest", "--integration", "-p", "no:cacheprovider", "-q"]
+    def pytest(self, *args: str, reuse: bool = False) -> Run:
+        command = [sys.executable, "-m", "pytest", "--integration", "-p", "no:cacheprovider", "-q", *args]
         return run_timed(command, cwd=self.root, env=self.env(reuse=reuse))
 
     def cli(self, *args: str) -> Run:
@@ -824,6 +825,8 @@ class Options:
     pytest_docker: bool
     from_nothing: bool
     scaling: bool
+    workers: bool = True
+    only_workers: bool = False
 
 
 class Bench:
@@ -839,6 +842,7 @@ class Bench:
         self.pd = PytestDocker(options.venv, self.work / "pytest-docker")
         self.projects = {"bench-ours", "bench-pd", "bench-fresh-ours", "bench-fresh-pd", "bench-stack-2"}
         self.projects.add(f"bench-stack-{options.scale}")
+        self.projects.update(f"bench-ours-gw{n}" for n in range(WORKER_COUNT))
         self.fresh_tags: set[str] = set()
 
     # -- preparation --
@@ -851,7 +855,7 @@ class Bench:
         if build.returncode:
             raise RuntimeError(f"building the benchmark's images failed:\n{_tail(build.output)}")
         self.system = load(self.copy)
-        if self.o.pytest_docker:
+        if self.o.pytest_docker and not self.o.only_workers:
             self.pd.ensure_venv(self.report)
             copy_system(EXAMPLE, self.pd_copy)
             self.pd.install(self.pd_copy)
@@ -1015,6 +1019,30 @@ class Bench:
             self.results.extra.setdefault("timelines", {})[tag] = measured.get("timeline", [])
             self.results.extra.setdefault("up_timings", {})[tag] = measured.get("up_timings", [])
 
+    def measure_workers(self) -> None:
+        """The example's tests serially and with WORKER_COUNT xdist workers, both ways of isolating the
+        workers, alternating run by run so that the machine's drift hits each mode alike."""
+        self.report(f"pytest-xdist: -n 0 against -n {WORKER_COUNT} (shared stack; a stack per worker)")
+        modes = {
+            "workers: -n 0": ["-n", "0"],
+            f"workers: -n {WORKER_COUNT} shared": ["-n", str(WORKER_COUNT)],
+            f"workers: -n {WORKER_COUNT} per-worker": [
+                "-n",
+                str(WORKER_COUNT),
+                "-o",
+                "integration_xdist=per-worker",
+            ],
+        }
+        for _ in range(self.o.repeat):
+            for name, args in modes.items():
+                self.ours.down()
+                run = self.ours.pytest(*args)
+                phases = parse_phases(run.output)
+                if self.record(name, run, phases=phases):
+                    for phase, seconds in phases.items():
+                        self.results.sample(f"{name} phase {phase}").add(seconds)
+        self.ours.down()
+
     def cleanup(self) -> None:
         for project in sorted(self.projects):
             remove_project(project)
@@ -1024,14 +1052,19 @@ class Bench:
         self.results.extra["machine"] = machine_info()
         try:
             self.prepare()
-            if self.o.pytest_docker:
-                self.results.extra["pytest_docker_version"] = self.pd.version()
-            self.measure_freshness()
-            self.measure_cold_and_cached()
-            self.measure_warm()
-            self.measure_stacks()
-            if self.o.from_nothing:
-                self.measure_from_nothing()
+            if self.o.only_workers:
+                self.measure_workers()
+            else:
+                if self.o.pytest_docker:
+                    self.results.extra["pytest_docker_version"] = self.pd.version()
+                self.measure_freshness()
+                self.measure_cold_and_cached()
+                self.measure_warm()
+                self.measure_stacks()
+                if self.o.from_nothing:
+                    self.measure_from_nothing()
+                if self.o.workers:
+                    self.measure_workers()
         finally:
             self.cleanup()
         self.results.extra["started"] = started.isoformat(timespec="seconds")
@@ -1042,6 +1075,12 @@ class Bench:
         text += "\n\n" + render_table(
             ["grows with services", "2 services", f"{self.o.scale} services", "growth"], scaling
         )
+        workers = worker_rows(self.results)
+        if workers:
+            text += "\n\n" + render_table(
+                ["pytest-xdist (whole pytest)", "seconds", "vs -n 0", "stack up", "tests", "stack down"],
+                workers,
+            )
         self.results.extra["table"] = text
         out = self.o.out or self.work / f"{started:%Y%m%d-%H%M%S}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1152,6 +1191,30 @@ def tables(results: Results, scale: int) -> tuple[list[list[str]], list[list[str
     return rows, scaling
 
 
+def worker_rows(results: Results) -> list[list[str]]:
+    """One row per xdist mode: the median whole pytest command, its ratio to the serial run (above 1:
+    faster than -n 0), and its phases."""
+    serial = results.median("workers: -n 0")
+    rows = []
+    for name in sorted(n for n in results.samples if n.startswith("workers: ") and " phase " not in n):
+        seconds = results.median(name)
+        phases = [
+            fmt_seconds(results.median(f"{name} phase {phase}"))
+            if f"{name} phase {phase}" in results.samples
+            else "-"
+            for phase in ("stack up", "tests", "stack down")
+        ]
+        rows.append(
+            [
+                name.removeprefix("workers: "),
+                fmt_seconds(seconds),
+                fmt_factor(speedup(seconds, serial)),
+                *phases,
+            ]
+        )
+    return rows
+
+
 def machine_info() -> dict[str, Any]:
     def version(command: list[str]) -> str:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -1180,6 +1243,12 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--no-pytest-docker", action="store_true", help="measure the toolkit alone")
     top.add_argument("--no-from-nothing", action="store_true", help="skip the builds from nothing (slow)")
     top.add_argument("--no-scaling", action="store_true", help="skip the bigger generated system")
+    top.add_argument("--no-workers", action="store_true", help="skip -n 0 against -n 2 (pytest-xdist)")
+    top.add_argument(
+        "--only-workers",
+        action="store_true",
+        help="measure -n 0 against -n 2 (pytest-xdist) and nothing else",
+    )
     return top
 
 
@@ -1198,6 +1267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pytest_docker=not args.no_pytest_docker,
         from_nothing=not args.no_from_nothing,
         scaling=not args.no_scaling,
+        workers=not args.no_workers,
+        only_workers=args.only_workers,
     )
 
     def report(line: str) -> None:

@@ -18,8 +18,8 @@ from urllib.parse import quote
 import httpx
 
 from integration.errors import HarnessError
+from integration.model import DEFAULT_VHOST
 
-DEFAULT_VHOST = "/"
 DEFAULT_HTTP_TIMEOUT = 5.0
 STATS_INTERVAL = 5.0  # RabbitMQ's default collect_statistics_interval, in seconds
 _BODY_LIMIT = 300
@@ -184,6 +184,13 @@ class BrokerAdmin:
     def purge_all(self) -> list[str]:
         """Purge every queue of the vhost; returns the names of the queues purged."""
         return [q.name for q in self.queues() if self.purge(q.name)]
+
+    def ensure_vhost(self, name: str, user: str) -> None:
+        """Create virtual host `name` (nothing happens when it exists) and give `user` every permission
+        on it: a shared stack's xdist worker gets one, so its exchanges and queues are its own."""
+        self._request("PUT", "vhosts", name)
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        self._request("PUT", "permissions", name, user, json=everything)
 
     def declare_queue(self, name: str, *, durable: bool = True) -> None:
         """Create a queue (nothing happens when it exists with the same settings)."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -25,14 +26,19 @@ from .model import (
     BROKER_PASSWORD,
     BROKER_SERVICE,
     BROKER_USER,
+    DEFAULT_VHOST,
     LABEL_SERVICE,
     LABEL_SYSTEM,
+    LABEL_WORKER,
     POSTGRES_PASSWORD,
     POSTGRES_PORT,
     POSTGRES_USER,
     PortPlan,
     ServiceSpec,
     SystemSpec,
+    for_worker,
+    worker_database,
+    worker_vhost,
 )
 
 NETWORK = "backend"
@@ -47,8 +53,11 @@ def _escape(value: str) -> str:
     return value.replace("$", "$$")
 
 
-def _labels(system: SystemSpec, compose_service: str) -> dict[str, str]:
-    return {LABEL_SYSTEM: system.name, LABEL_SERVICE: compose_service}
+def _labels(system: SystemSpec, compose_service: str, worker: str | None = None) -> dict[str, str]:
+    labels = {LABEL_SYSTEM: system.name, LABEL_SERVICE: compose_service}
+    if worker:
+        labels[LABEL_WORKER] = worker  # which xdist worker a service container of a shared stack serves
+    return labels
 
 
 def _published(ports: PortPlan, compose_service: str, container_ports: list[int]) -> list[str]:
@@ -65,14 +74,16 @@ def _published(ports: PortPlan, compose_service: str, container_ports: list[int]
     return published
 
 
-def broker_url() -> str:
-    return f"amqp://{BROKER_USER}:{BROKER_PASSWORD}@{BROKER_SERVICE}:{BROKER_AMQP_PORT}/%2F"
+def broker_url(vhost: str = DEFAULT_VHOST) -> str:
+    path = quote(vhost, safe="")
+    return f"amqp://{BROKER_USER}:{BROKER_PASSWORD}@{BROKER_SERVICE}:{BROKER_AMQP_PORT}/{path}"
 
 
-def database_url(spec: ServiceSpec) -> str:
+def database_url(spec: ServiceSpec, suffix: str | None = None) -> str:
+    database = worker_database(spec.database or "", suffix)
     return (
         f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{spec.db_service}:{POSTGRES_PORT}"
-        f"/{spec.database}"
+        f"/{database}"
     )
 
 
@@ -82,17 +93,18 @@ def health_probe(port: int, health_path: str) -> str:
     return f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"
 
 
-def service_environment(system: SystemSpec, spec: ServiceSpec) -> dict[str, str]:
+def service_environment(system: SystemSpec, spec: ServiceSpec, suffix: str | None = None) -> dict[str, str]:
     """The environment a service container is given (docs/conventions.md), unescaped.
 
     BROKER_URL is set only when the stack has a broker and this service publishes or consumes events;
-    services.yml's `environment:` is merged last and so may override any of it.
+    services.yml's `environment:` is merged last and so may override any of it. A worker's copy in a
+    shared stack (`suffix`, see model.copy_suffix) gets its worker's database and broker virtual host.
     """
     env = {"SERVICE_NAME": spec.name, "PORT": str(spec.port)}
     if spec.database is not None:
-        env["DATABASE_URL"] = database_url(spec)
+        env["DATABASE_URL"] = database_url(spec, suffix)
     if system.needs_broker and spec.uses_broker:
-        env["BROKER_URL"] = broker_url()
+        env["BROKER_URL"] = broker_url(worker_vhost(suffix))
     env["EVENT_EXCHANGE"] = system.exchange
     env["EVENT_QUEUE"] = spec.queue
     env.update(spec.environment)
@@ -164,15 +176,24 @@ def _database(system: SystemSpec, spec: ServiceSpec, ports: PortPlan) -> dict[st
     }
 
 
-def _service(system: SystemSpec, spec: ServiceSpec, ports: PortPlan, image: str) -> dict[str, Any]:
+def _service(
+    system: SystemSpec,
+    spec: ServiceSpec,
+    ports: PortPlan,
+    image: str,
+    worker: str | None = None,
+    suffix: str | None = None,
+) -> dict[str, Any]:
+    name = for_worker(spec.name, suffix)
     depends_on: dict[str, dict[str, str]] = {}
     if spec.database is not None:
         depends_on[spec.db_service] = {"condition": "service_healthy"}
     if system.needs_broker and spec.uses_broker:
         depends_on[BROKER_SERVICE] = {"condition": "service_healthy"}
+    environment = service_environment(system, spec, suffix)
     service: dict[str, Any] = {
         "image": image,
-        "environment": {k: _escape(v) for k, v in service_environment(system, spec).items()},
+        "environment": {k: _escape(v) for k, v in environment.items()},
     }
     if depends_on:
         service["depends_on"] = depends_on
@@ -185,9 +206,9 @@ def _service(system: SystemSpec, spec: ServiceSpec, ports: PortPlan, image: str)
                 "retries": 120,
                 "start_period": "0s",
             },
-            "ports": _published(ports, spec.name, [spec.port]),
+            "ports": _published(ports, name, [spec.port]),
             "networks": [NETWORK],
-            "labels": _labels(system, spec.name),
+            "labels": _labels(system, name, worker),
             "stop_grace_period": STOP_GRACE_PERIOD,
         }
     )
@@ -195,9 +216,20 @@ def _service(system: SystemSpec, spec: ServiceSpec, ports: PortPlan, image: str)
 
 
 def render_compose(
-    system: SystemSpec, ports: PortPlan, images: Mapping[str, str] | None = None
+    system: SystemSpec,
+    ports: PortPlan,
+    images: Mapping[str, str] | None = None,
+    workers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The compose file of `system` as a dict. `images` maps service name → image, overriding spec.image."""
+    """The compose file of `system` as a dict. `images` maps service name → image, overriding spec.image.
+
+    `workers` (e.g. ("gw0", "gw1")) makes a shared stack for pytest-xdist: the serial stack, which the
+    first worker uses, plus for every other worker a copy of each service (`links-gw1`) whose
+    DATABASE_URL names the worker's own database in the service's PostgreSQL (`links_gw1`) and whose
+    BROKER_URL names the worker's own virtual host (`gw1`). Those databases and virtual hosts must
+    exist before the copies start: the stack creates them once the serial part is healthy
+    (integration.stack).
+    """
     images = dict(images or {})
     unknown = sorted(set(images) - {s.name for s in system.services})
     if unknown:
@@ -210,7 +242,12 @@ def render_compose(
     for spec in system.services:
         if spec.database is not None:
             services[spec.db_service] = _database(system, spec, ports)
-        services[spec.name] = _service(system, spec, ports, images.get(spec.name, spec.image))
+        worker = workers[0] if workers else None
+        services[spec.name] = _service(system, spec, ports, images.get(spec.name, spec.image), worker)
+    for worker in workers[1:]:
+        for spec in system.services:
+            image = images.get(spec.name, spec.image)
+            services[for_worker(spec.name, worker)] = _service(system, spec, ports, image, worker, worker)
     return {"services": services, "networks": {NETWORK: {"driver": "bridge"}}}
 
 

@@ -180,6 +180,30 @@ def _autocommit(engine: Engine) -> Connection:
         raise DatabaseError(f"cannot connect to {redact(engine.url)}: {_reason(exc)}") from None
 
 
+def create_databases(url: str | URL, names: Iterable[str]) -> list[str]:
+    """Create each database of `names` that does not exist yet in the server of `url` (connected to an
+    existing database of it); returns those created. A shared stack gives each xdist worker its own
+    database this way, in the one PostgreSQL container of a service."""
+    engine = make_engine(url)
+    created = []
+    try:
+        with _autocommit(engine) as connection:
+            existing = {row[0] for row in connection.exec_driver_sql("SELECT datname FROM pg_database")}
+            for name in names:
+                if name not in existing:
+                    connection.exec_driver_sql(f"CREATE DATABASE {_quote_identifier(engine, name)}")
+                    created.append(name)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot create databases in {redact(engine.url)}: {_reason(exc)}") from None
+    finally:
+        engine.dispose()
+    return created
+
+
+def _quote_identifier(engine: Engine, name: str) -> str:
+    return engine.dialect.identifier_preparer.quote_identifier(name)
+
+
 def _quote_table(engine: Engine, table: str, schema: str | None = None) -> str:
     preparer = engine.dialect.identifier_preparer
     if schema is None and "." in table:

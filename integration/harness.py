@@ -224,6 +224,7 @@ class RealServiceHarness:
                 endpoints.broker_user,
                 endpoints.broker_password,
                 client=self._client,
+                vhost=endpoints.broker_vhost,
             )
         # What the last reset did, and the queue counters the last wait saw (for a test's own checks).
         self.last_reset: list[ResetStats] = []

@@ -5,8 +5,8 @@ Pure data: nothing here reads files or talks to Docker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # Images a user elsewhere pulls from a registry; the offline stand-ins are used when these cannot be had.
@@ -24,17 +24,21 @@ POSTGRES_PASSWORD = "postgres"
 BROKER_USER = "guest"
 BROKER_PASSWORD = "guest"
 
+DEFAULT_HEALTH_TIMEOUT = 90.0  # seconds a stack waits for each service to become healthy
+
 POSTGRES_PORT = 5432
 BROKER_AMQP_PORT = 5672
 BROKER_MANAGEMENT_PORT = 15672
 
 BROKER_SERVICE = "broker"
 DEFAULT_EXCHANGE = "events"
+DEFAULT_VHOST = "/"
 
 # Labels stamped on images and containers.
 LABEL_INPUTS_HASH = "io.integration.inputs-hash"
 LABEL_SERVICE = "io.integration.service"
 LABEL_SYSTEM = "io.integration.system"
+LABEL_WORKER = "io.integration.worker"
 
 
 @dataclass(frozen=True)
@@ -136,3 +140,60 @@ class StackEndpoints:
     exchange: str = DEFAULT_EXCHANGE
     queues: Mapping[str, str] = field(default_factory=dict)  # service name -> queue name
     consumed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # service -> event names
+    broker_vhost: str = DEFAULT_VHOST  # a shared stack gives each xdist worker a virtual host of its own
+    worker: str | None = None  # the xdist worker these endpoints belong to in a shared stack
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready data (how a shared stack hands each xdist worker its endpoints)."""
+        return {
+            "project": self.project,
+            "services": {name: asdict(endpoint) for name, endpoint in self.services.items()},
+            "broker_management_url": self.broker_management_url,
+            "broker_user": self.broker_user,
+            "broker_password": self.broker_password,
+            "exchange": self.exchange,
+            "queues": dict(self.queues),
+            "consumed": {name: list(events) for name, events in self.consumed.items()},
+            "broker_vhost": self.broker_vhost,
+            "worker": self.worker,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> StackEndpoints:
+        services = data["services"]
+        consumed = data.get("consumed") or {}
+        assert isinstance(services, Mapping) and isinstance(consumed, Mapping)
+        return cls(
+            project=str(data["project"]),
+            services={str(name): ServiceEndpoint(**fields) for name, fields in services.items()},
+            broker_management_url=data.get("broker_management_url"),  # type: ignore[arg-type]
+            broker_user=str(data.get("broker_user", BROKER_USER)),
+            broker_password=str(data.get("broker_password", BROKER_PASSWORD)),
+            exchange=str(data.get("exchange", DEFAULT_EXCHANGE)),
+            queues=dict(data.get("queues") or {}),  # type: ignore[call-overload]
+            consumed={str(name): tuple(events) for name, events in consumed.items()},
+            broker_vhost=str(data.get("broker_vhost", DEFAULT_VHOST)),
+            worker=data.get("worker"),  # type: ignore[arg-type]
+        )
+
+
+def copy_suffix(workers: Sequence[str], worker: str | None) -> str | None:
+    """How an xdist worker's copies are told apart in a shared stack: None for the first worker, whose
+    part is exactly the serial stack (`links`, database `links`, virtual host "/"), else the worker's id
+    (`links-gw1`, database `links_gw1`, virtual host `gw1`)."""
+    return None if worker is None or not workers or worker == workers[0] else worker
+
+
+def for_worker(compose_service: str, suffix: str | None) -> str:
+    """The compose name of a worker's service container: `links` -> `links-gw1`."""
+    return f"{compose_service}-{suffix}" if suffix else compose_service
+
+
+def worker_database(database: str, suffix: str | None) -> str:
+    """A worker's database in its service's PostgreSQL container: `links` -> `links_gw1`."""
+    return f"{database}_{suffix}" if suffix else database
+
+
+def worker_vhost(suffix: str | None) -> str:
+    """A worker's broker virtual host: "/" for the first worker, else its id."""
+    return suffix or DEFAULT_VHOST

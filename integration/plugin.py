@@ -21,29 +21,42 @@ default, so a project overrides what it needs:
 $INTEGRATION_PORT_BASE moves the block of preferred host ports (default 47100), e.g. for a benchmark or
 a second checkout that should not compete with a stack already running on the default block.
 
+Under pytest-xdist (`-n 2`) the controlling process owns one shared stack (ini `integration_xdist =
+shared`, the default): the serial stack, which the first worker uses, plus for each other worker a copy
+of every service with its own database (in the service's PostgreSQL) and its own broker virtual host.
+The first worker starts testing as soon as its part is healthy; the others join when their copies are.
+The controller hands each worker its endpoints through a file named in the worker's `workerinput`.
+`integration_xdist = per-worker` gives each worker a whole stack of its own instead.
+
 Before any test runs in integration mode the plugin checks that every service image is fresh, and stops
 the session with the names of the changed files when one is not: a stale image is never tested.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseimages import locally_available
-from .discovery import find_system_root, load_system
 from .errors import IntegrationError
-from .images import require_fresh
-from .model import StackEndpoints, SystemSpec
-from .stack import DEFAULT_HEALTH_TIMEOUT, Stack, default_port_base, project_name, reuse_from_env
-from .stack import wait_for_service_health as _wait_for_service_health
+from .model import DEFAULT_HEALTH_TIMEOUT, StackEndpoints, SystemSpec
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+# The rest of the toolkit (python-on-whales, SQLAlchemy, httpx, PyYAML) is imported where it is used:
+# pytest loads this plugin in every session of an environment that has the toolkit installed, mock runs
+# and each xdist worker included, and those imports cost a third of a second per process.
 
 WORKER_PORT_STRIDE = 1000
 _VERIFIED_IMAGES = pytest.StashKey[dict[str, str]]()
@@ -84,6 +97,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("integration_root", "root folder of the system under test", default="")
     parser.addini(
+        "integration_xdist",
+        "under pytest-xdist: shared (default): one stack, a copy of each service, a database and a "
+        "virtual host per worker; per-worker: a whole stack per worker",
+        default="shared",
+    )
+    parser.addini(
         "integration_harness_scope",
         "session (default): one real harness per session, reset after each test; function: a new one "
         "per test",
@@ -122,10 +141,30 @@ def pytest_configure(config: pytest.Config) -> None:
     started = time.monotonic()
     try:
         system = _system_for(config)
+        from .images import require_fresh
+
         config.stash[_VERIFIED_IMAGES] = require_fresh(system)
     except IntegrationError as exc:
         raise pytest.UsageError(str(exc)) from exc
     config.stash[_PHASES] = {"freshness check": time.monotonic() - started}
+    workers = _planned_workers(config)
+    if workers and config.getini("integration_xdist") != "per-worker":
+        config.pluginmanager.register(SharedStack(config, system, workers), "integration-shared-stack")
+
+
+def _planned_workers(config: pytest.Config) -> list[str]:
+    """The ids of the xdist workers this run will start (gw0, gw1, ...); empty without distribution."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("dist", "no") == "no":
+        return []
+    if config.getoption("collectonly", False):
+        return []
+    from xdist.workermanage import parse_tx_spec_config
+
+    try:
+        count = len(parse_tx_spec_config(config))
+    except pytest.UsageError:
+        return []
+    return [f"gw{i}" for i in range(count)]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -153,11 +192,16 @@ def _root_for(config: pytest.Config) -> Path:
         return (path if path.is_absolute() else config.rootpath / path).resolve()
     if os.environ.get("INTEGRATION_ROOT"):
         return Path(os.environ["INTEGRATION_ROOT"]).resolve()
+    from .discovery import find_system_root
+
     return find_system_root(config.rootpath)
 
 
 def _system_for(config: pytest.Config) -> SystemSpec:
     if _SYSTEM not in config.stash:
+        from .baseimages import locally_available
+        from .discovery import load_system
+
         system = load_system(_root_for(config))
         config.stash[_SYSTEM] = system.with_base_images(locally_available(system.base_images))
     return config.stash[_SYSTEM]
@@ -201,7 +245,12 @@ def integration_system(pytestconfig: pytest.Config) -> SystemSpec:
 
 @pytest.fixture(scope="session")
 def docker_compose_project_name(pytestconfig: pytest.Config, integration_system: SystemSpec) -> str:
-    """The compose project: unique per checkout and per xdist worker. Override to choose your own."""
+    """The compose project: unique per checkout (and per xdist worker with `integration_xdist =
+    per-worker`). Override to choose your own."""
+    from .stack import project_name
+
+    if (getattr(pytestconfig, "workerinput", None) or {}).get(HANDOFF_KEY):
+        return project_name(integration_system)
     return project_name(integration_system, _worker(pytestconfig))
 
 
@@ -212,14 +261,30 @@ def docker_compose_services(
     """The running stack for the whole session: down, up --wait, health, and down again at the end."""
     if not pytestconfig.getoption("--integration"):
         pytest.skip("the real stack runs only with --integration")
+    worker = _worker(pytestconfig)
+    handoff = (getattr(pytestconfig, "workerinput", None) or {}).get(HANDOFF_KEY)
+    if worker and handoff:
+        shared = _await_handoff(Path(handoff), worker, pytestconfig)
+        if shared is not None:
+            endpoints, reused = shared
+            pytestconfig.stash[_RESET_PENDING] = reused
+            try:
+                yield endpoints
+            finally:
+                _close_harnesses(pytestconfig)
+            return
+        # A worker the controller did not plan for (xdist restarted a crashed one): a stack of its own.
     report = _live_reporter(pytestconfig)
     try:
+        from .images import require_fresh
+
         verified = pytestconfig.stash.get(_VERIFIED_IMAGES, None) or require_fresh(integration_system)
     except IntegrationError as exc:
         _exit(pytestconfig, exc)
-    worker = _worker(pytestconfig)
     base = _port_base(pytestconfig) + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
     reuse = _reuse(pytestconfig)
+    from .stack import Stack
+
     stack = Stack(
         integration_system,
         project=docker_compose_project_name,
@@ -256,6 +321,8 @@ def docker_compose_services(
 
 def _port_base(config: pytest.Config) -> int:
     try:
+        from .stack import default_port_base
+
         return default_port_base()
     except IntegrationError as exc:
         _exit(config, exc)
@@ -264,6 +331,8 @@ def _port_base(config: pytest.Config) -> int:
 
 def _reuse(config: pytest.Config) -> bool:
     option = config.getoption("--reuse-stack")
+    from .stack import reuse_from_env
+
     return reuse_from_env() if option is None else bool(option)
 
 
@@ -353,4 +422,161 @@ def test_harness(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def wait_for_service_health() -> Callable[..., float]:
     """`wait_for_service_health(url, timeout=90)`: poll until 200, report progress, show the last error."""
-    return _wait_for_service_health
+    from .stack import wait_for_service_health
+
+    return wait_for_service_health
+
+
+# --- pytest-xdist: one stack shared by the workers ----------------------------------------------------
+
+HANDOFF_KEY = "integration_handoff"
+HANDOFF_POLL = 0.05
+
+
+class SharedStack:
+    """The xdist controller's plugin: starts one shared stack while the workers start and collect,
+    hands each worker its endpoints through a JSON file, and tears the stack down after the last test.
+
+    The stack starts on a thread at session start, so that starting the workers (a Python process each,
+    importing and collecting) overlaps with the stack's own start; no test is scheduled before it is
+    healthy. The thread never writes to the terminal: the main thread prints what it reports.
+    """
+
+    def __init__(self, config: pytest.Config, system: SystemSpec, workers: list[str]) -> None:
+        self.config = config
+        self.system = system
+        self.workers = workers
+        self.folder = Path(tempfile.mkdtemp(prefix="integration-xdist-"))
+        self.handoff = self.folder / "stack.json"
+        self.stack: Stack | None = None
+        self.error: BaseException | None = None
+        self.endpoints: dict[str, StackEndpoints] = {}
+        self.finished = threading.Event()
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+        self._tests_started = 0.0
+
+    # -- hooks -------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="integration-shared-stack", daemon=True)
+        self._thread.start()
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[HANDOFF_KEY] = str(self.handoff)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # xdist schedules tests after this hook; the workers start and collect meanwhile.
+        while not self.finished.wait(0.1):
+            self._flush()
+        self._flush()
+        if self.error is not None:
+            if isinstance(self.error, IntegrationError):
+                _exit(self.config, self.error)
+            raise self.error
+        assert self.stack is not None
+        phases = self.config.stash.setdefault(_PHASES, {})
+        phases["stack up"] = time.monotonic() - self._started
+        first = self.endpoints[self.workers[0]]
+        verified = self.config.stash.get(_VERIFIED_IMAGES, {})
+        for line in _summary_table(self.system, first, verified, phases["stack up"], self.stack.outcome):
+            self._write(line)
+        for worker in self.workers[1:]:
+            urls = "  ".join(f"{e.name} {e.url}" for e in self.endpoints[worker].services.values())
+            self._write(f"  worker {worker}: {urls}  (its databases and virtual host {worker})")
+        self._tests_started = time.monotonic()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        phases = self.config.stash.setdefault(_PHASES, {})
+        if self._tests_started:
+            phases["tests"] = time.monotonic() - self._tests_started
+        if self._thread is not None:
+            # On Ctrl-C the compose process got the signal too; give `up --wait` the time to give up.
+            self._thread.join(timeout=self.config.getoption("--health-timeout") + 30)
+        self._flush()
+        if self.stack is not None and self.error is None:
+            started = time.monotonic()
+            self.stack.__exit__(None, None, None)
+            phases["stack down"] = time.monotonic() - started
+        elif self.stack is not None and self._thread is not None and self._thread.is_alive():
+            self.stack.down()  # still starting after the wait: remove whatever it made
+        self._flush()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # -- the stack's thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        from .stack import Stack, default_port_base, project_name
+
+        try:
+            self.stack = Stack(
+                self.system,
+                project=project_name(self.system),
+                expected_images=self.config.stash.get(_VERIFIED_IMAGES, {}),
+                keep=self.config.getoption("--keep-stack"),
+                health_timeout=self.config.getoption("--health-timeout"),
+                report=self._report,
+                port_base=default_port_base(),
+                reuse=_reuse(self.config),
+                workers=self.workers,
+            )
+            self.stack.__enter__()
+            self.endpoints = dict(self.stack.worker_endpoints)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.error = exc
+        finally:
+            self._publish()
+            self.finished.set()
+
+    def _publish(self) -> None:
+        data = {
+            "planned": self.workers,
+            "workers": {worker: endpoints.to_dict() for worker, endpoints in self.endpoints.items()},
+            # A reused stack holds the last run's data: each worker resets before its first test.
+            "reused": bool(self.stack is not None and self.stack.reuse),
+            "error": None if self.error is None else str(self.error).splitlines()[0],
+        }
+        from .compose import write_atomically
+
+        write_atomically(self.handoff, json.dumps(data))
+
+    def _report(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    def _flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        for line in lines:
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        _write(self.config.pluginmanager.getplugin("terminalreporter"), line)
+
+
+def _await_handoff(path: Path, worker: str, config: pytest.Config) -> tuple[StackEndpoints, bool] | None:
+    """A worker's endpoints from the controller's handoff file (written before any test is scheduled,
+    so normally there at once); None when the controller did not plan for this worker (xdist restarted a
+    crashed one under a new id)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = None
+        if data is not None:
+            if data.get("error"):
+                pytest.fail(f"the shared stack did not start: {data['error']}", pytrace=False)
+            if worker in data["workers"]:
+                return StackEndpoints.from_dict(data["workers"][worker]), bool(data.get("reused"))
+            if worker not in data["planned"]:
+                return None
+        if time.monotonic() > deadline:
+            pytest.fail(f"the controller's handoff {path} names no endpoints for {worker}", pytrace=False)
+        time.sleep(HANDOFF_POLL)

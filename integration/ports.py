@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .errors import StackError
@@ -39,6 +39,7 @@ from .model import (
     POSTGRES_PORT,
     PortPlan,
     SystemSpec,
+    for_worker,
 )
 
 DEFAULT_BASE = 47100
@@ -76,13 +77,27 @@ def ephemeral_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _preferred_ports(system: SystemSpec, base: int) -> list[tuple[str, int, int]]:
-    """(compose service, container port, preferred host port), in the order the plan is filled."""
-    wanted: list[tuple[str, int, int]] = []
+def _preferred_ports(
+    system: SystemSpec, base: int, workers: Sequence[str] = ()
+) -> list[tuple[str, int, int | None]]:
+    """(compose service, container port, preferred host port or None), in the order the plan is filled.
+
+    A shared stack (`workers`) adds, for every worker after the first, a copy of each service: worker
+    k's copy of service i takes slot k * len(services) + i (its HTTP port only; the databases are not
+    copied). Slots that would reach the broker's ports get no preferred port (None): they fall back to
+    free ones.
+    """
+    wanted: list[tuple[str, int, int | None]] = []
+    count = len(system.services)
     for i, spec in enumerate(system.services):
         wanted.append((spec.name, spec.port, base + SLOT_WIDTH * i))
         if spec.database is not None:
             wanted.append((spec.db_service, POSTGRES_PORT, base + SLOT_WIDTH * i + DATABASE_OFFSET))
+    for k, worker in enumerate(workers[1:], start=1):
+        for i, spec in enumerate(system.services):
+            slot = base + SLOT_WIDTH * (k * count + i)
+            fits = slot < base + BROKER_MANAGEMENT_OFFSET
+            wanted.append((for_worker(spec.name, worker), spec.port, slot if fits else None))
     if system.needs_broker:
         wanted.append((BROKER_SERVICE, BROKER_MANAGEMENT_PORT, base + BROKER_MANAGEMENT_OFFSET))
         wanted.append((BROKER_SERVICE, BROKER_AMQP_PORT, base + BROKER_AMQP_OFFSET))
@@ -95,24 +110,26 @@ def plan_ports(
     base: int = DEFAULT_BASE,
     *,
     free_port: Callable[[], int] = ephemeral_port,
+    workers: Sequence[str] = (),
 ) -> PortPlan:
     """Host ports for every published container port of `system`'s stack.
 
     Keys: compose service name (`<name>`, `<name>-db`, `broker`), then container port (the service's
-    port, 5432, 15672, 5672). `is_free` decides whether a preferred port can be used; `free_port` supplies
-    fallbacks (both replaceable in tests).
+    port, 5432, 15672, 5672); a shared stack (`workers`, e.g. ("gw0", "gw1")) adds each service once
+    more per worker after the first, `<name>-<worker>`. `is_free` decides whether a preferred port can be
+    used; `free_port` supplies fallbacks (both replaceable in tests).
     """
     if not 1024 <= base <= 65535 - BROKER_AMQP_OFFSET:
         raise ValueError(
             f"port base {base} is out of range: it must be 1024..{65535 - BROKER_AMQP_OFFSET} so that the "
             f"block base..base+{BROKER_AMQP_OFFSET} holds unprivileged ports"
         )
-    wanted = _preferred_ports(system, base)
-    preferred = {port for _, _, port in wanted}
+    wanted = _preferred_ports(system, base, workers)
+    preferred = {port for _, _, port in wanted if port is not None}
     used: set[int] = set()
     plan: dict[str, dict[int, int]] = {}
     for compose_service, container_port, port in wanted:
-        if port in used or port > 65535 or not is_free(port):
+        if port is None or port in used or port > 65535 or not is_free(port):
             port = _fallback(used | preferred, free_port, f"{compose_service}:{container_port}")
         used.add(port)
         plan.setdefault(compose_service, {})[container_port] = port

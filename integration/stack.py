@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,11 +35,16 @@ import yaml
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
 
+from .broker import BrokerAdmin, BrokerError
 from .compose import dump_compose, render_compose, write_atomically
-from .errors import ConfigError, EngineError, StackError
+from .database import create_databases
+from .errors import ConfigError, EngineError, HarnessError, StackError
 from .model import (
     BROKER_MANAGEMENT_PORT,
+    BROKER_PASSWORD,
     BROKER_SERVICE,
+    BROKER_USER,
+    DEFAULT_HEALTH_TIMEOUT,
     POSTGRES_PASSWORD,
     POSTGRES_PORT,
     POSTGRES_USER,
@@ -47,13 +52,16 @@ from .model import (
     ServiceEndpoint,
     StackEndpoints,
     SystemSpec,
+    copy_suffix,
+    for_worker,
+    worker_database,
+    worker_vhost,
 )
 from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
 
 Reporter = Callable[[str], None]
 
 MIN_COMPOSE_VERSION = (2, 20)
-DEFAULT_HEALTH_TIMEOUT = 90.0
 HEALTH_POLL_INTERVAL = 0.05  # seconds between two health requests of one service while the stack starts
 PROGRESS_EVERY = 10.0
 LOG_TAIL_LINES = 50
@@ -306,6 +314,7 @@ class Stack:
         is_port_free: Callable[[int], bool] | None = None,
         port_base: int | None = None,
         reuse: bool | None = None,
+        workers: Sequence[str] = (),
     ) -> None:
         self.system = system
         self.project = project or project_name(system)
@@ -318,7 +327,17 @@ class Stack:
         self.is_port_free = is_port_free
         self.port_base = default_port_base() if port_base is None else port_base
         self.ports: PortPlan | None = None
-        self.endpoints: StackEndpoints | None = None
+        # A shared stack for pytest-xdist: per worker a copy of each service and database, one broker
+        # with a virtual host per worker (integration.compose.render_compose).
+        self.workers = tuple(workers)
+        self.endpoints: StackEndpoints | None = None  # the first worker's, in a shared stack
+        self.worker_endpoints: dict[str, StackEndpoints] = {}
+        # compose service of a service container -> its service in services.yml (`links-gw1` -> `links`)
+        self.service_of = {
+            for_worker(spec.name, copy_suffix(self.workers, worker)): spec.name
+            for worker in self.workers or (None,)
+            for spec in system.services
+        }
         self.timings: dict[str, float] = {}
         self.answered: dict[str, float] = {}  # service -> when (time.time()) its health URL first answered
         # Reuse mode (None: $INTEGRATION_REUSE decides); see the module's docstring.
@@ -361,15 +380,17 @@ class Stack:
     def compose_text(self) -> str:
         """The compose file for the current port plan, as `write` puts it on disk."""
         assert self.ports is not None, "plan the ports first (write)"
-        return dump_compose(render_compose(self.system, self.ports))
+        return dump_compose(render_compose(self.system, self.ports, workers=self.workers))
 
     def _plan(self, keep: Mapping[str, Mapping[int, int]] | None) -> PortPlan:
         is_free = self.is_port_free or port_is_free
         if not keep:
-            return plan_ports(self.system, is_free, base=self.port_base)
+            return plan_ports(self.system, is_free, base=self.port_base, workers=self.workers)
         # A running stack holds its own ports: keep them, and plan only what is new, around them.
         held = {port for mapping in keep.values() for port in mapping.values()}
-        fresh = plan_ports(self.system, lambda p: p not in held and is_free(p), base=self.port_base)
+        fresh = plan_ports(
+            self.system, lambda p: p not in held and is_free(p), base=self.port_base, workers=self.workers
+        )
         return PortPlan(
             ports={
                 service: {c: keep.get(service, {}).get(c, h) for c, h in mapping.items()}
@@ -476,7 +497,7 @@ class Stack:
         reasons: dict[str, str] = {}
         for name, config in wanted.items():
             info = by_service.get(name)
-            expected = self.expected_images.get(name)
+            expected = self.expected_images.get(self.service_of.get(name, ""))
             if recorded.get(name) != config:
                 reasons[name] = "its compose entry changed" if name in recorded else "it is new"
             elif info is None:
@@ -551,13 +572,9 @@ class Stack:
                 # `up -d --wait` returns once every container is healthy, or fails as soon as one exits
                 # or turns unhealthy. The host-side health wait that follows then checks the published
                 # ports themselves (it answers at once on a healthy stack).
-                self.client.compose.up(
-                    detach=True,
-                    wait=True,
-                    wait_timeout=int(self.health_timeout),
-                    quiet=True,
-                    remove_orphans=True,
-                )
+                if len(self.workers) > 1:
+                    self._up_shared_infrastructure()
+                self._up_and_wait(None)
                 return
             except DockerException as exc:
                 output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
@@ -573,6 +590,56 @@ class Stack:
                 if _port_taken(output) and not crashed:
                     headline = _port_race_headline(output, retries + 1)
                 raise StackError(self._failure_message(headline, output)) from exc
+
+    def _up_shared_infrastructure(self) -> None:
+        """A shared stack's first phase: the broker and the databases. The later workers' databases and
+        virtual hosts are then created, before any service starts: every worker's services start
+        together in the second phase, so no worker waits for another's."""
+        started = time.monotonic()
+        assert self.ports is not None
+        self._up_and_wait([name for name in self.ports.ports if name not in self.service_of])
+        self.timings["up infrastructure"] = time.monotonic() - started
+        self._prepare_workers()
+
+    def _up_and_wait(self, services: list[str] | None) -> None:
+        self.client.compose.up(
+            services=services,
+            detach=True,
+            wait=True,
+            wait_timeout=int(self.health_timeout),
+            quiet=True,
+            remove_orphans=True,
+        )
+
+    def _prepare_workers(self) -> None:
+        """Create each later worker's databases and virtual host (nothing happens for those that exist:
+        a reused stack has them)."""
+        started = time.monotonic()
+        by_service = {i.service: i for i in self.containers()}
+        suffixes = [copy_suffix(self.workers, w) for w in self.workers[1:]]
+        for spec in self.system.services:
+            if spec.database is None:
+                continue
+            url = self._database_url(by_service, spec.db_service, spec.database)
+            try:
+                create_databases(url, [worker_database(spec.database, suffix) for suffix in suffixes])
+            except HarnessError as exc:
+                headline = f"creating the workers' databases in {spec.db_service} failed: {exc}"
+                raise StackError(self._failure_message(headline)) from exc
+        if self.system.needs_broker:
+            broker = by_service.get(BROKER_SERVICE)
+            if broker is None or BROKER_MANAGEMENT_PORT not in broker.ports:
+                raise StackError(self._failure_message("the broker has no published management port"))
+            url = f"http://127.0.0.1:{broker.ports[BROKER_MANAGEMENT_PORT]}"
+            with BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD) as admin:
+                try:
+                    admin.wait_until_ready(timeout=min(30.0, self.health_timeout))
+                    for suffix in suffixes:
+                        admin.ensure_vhost(worker_vhost(suffix), BROKER_USER)
+                except BrokerError as exc:
+                    headline = f"creating the workers' virtual hosts failed: {exc}"
+                    raise StackError(self._failure_message(headline)) from exc
+        self.timings["prepare workers"] = time.monotonic() - started
 
     def _exited(self) -> list[ContainerInfo]:
         """Containers of the project that started and stopped (a crash), not those that never started."""
@@ -635,30 +702,33 @@ class Stack:
     def _verify_images(self, infos: list[ContainerInfo]) -> None:
         """Each service container must run the image id that was verified fresh before `up`."""
         for info in infos:
-            expected = self.expected_images.get(info.service)
+            expected = self.expected_images.get(self.service_of.get(info.service, ""))
             if expected and info.image_id != expected:
                 raise StackError(
                     f"container {info.name} runs image {info.image_id[:19]}, not the verified "
-                    f"{expected[:19]} of service {info.service}; an image changed while the stack was "
-                    "starting. Run the build again"
+                    f"{expected[:19]} of service {self.service_of[info.service]}; an image changed while "
+                    "the stack was starting. Run the build again"
                 )
 
     def _endpoints(self, infos: list[ContainerInfo]) -> StackEndpoints:
+        """Every worker's endpoints (`worker_endpoints`); returns the first (the only one without
+        workers)."""
+        self.worker_endpoints = {worker: self._endpoints_of(infos, worker) for worker in self.workers}
+        return self.worker_endpoints[self.workers[0]] if self.workers else self._endpoints_of(infos, None)
+
+    def _endpoints_of(self, infos: list[ContainerInfo], worker: str | None) -> StackEndpoints:
         by_service = {i.service: i for i in infos}
+        suffix = copy_suffix(self.workers, worker)
         services: dict[str, ServiceEndpoint] = {}
         for spec in self.system.services:
-            info = by_service.get(spec.name)
+            name = for_worker(spec.name, suffix)
+            info = by_service.get(name)
             if info is None or spec.port not in info.ports:
-                raise StackError(self._failure_message(f"service {spec.name} has no published port"))
+                raise StackError(self._failure_message(f"service {name} has no published port"))
             database_url = None
             if spec.database:
-                db = by_service.get(spec.db_service)
-                if db is None or POSTGRES_PORT not in db.ports:
-                    raise StackError(self._failure_message(f"database {spec.db_service} is not published"))
-                database_url = (
-                    f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:"
-                    f"{db.ports[POSTGRES_PORT]}/{spec.database}"
-                )
+                database = worker_database(spec.database, suffix)
+                database_url = self._database_url(by_service, spec.db_service, database)
             services[spec.name] = ServiceEndpoint(
                 name=spec.name,
                 url=f"http://127.0.0.1:{info.ports[spec.port]}",
@@ -676,9 +746,27 @@ class Stack:
             exchange=self.system.exchange,
             queues={s.name: s.queue for s in self.system.services if s.events_consumed},
             consumed={s.name: s.events_consumed for s in self.system.services if s.events_consumed},
+            broker_vhost=worker_vhost(suffix),
+            worker=worker,
         )
 
-    def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
+    def _database_url(self, by_service: Mapping[str, ContainerInfo], db_service: str, database: str) -> str:
+        """The host-side URL of `database` in container `db_service`, through its published port."""
+        db = by_service.get(db_service)
+        if db is None or POSTGRES_PORT not in db.ports:
+            raise StackError(self._failure_message(f"database {db_service} is not published"))
+        return (
+            f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:"
+            f"{db.ports[POSTGRES_PORT]}/{database}"
+        )
+
+    def _wait_for_health(
+        self,
+        endpoints: StackEndpoints,
+        everyone: list[StackEndpoints] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Wait for every service of `everyone` (default: every worker's endpoints, else `endpoints`)."""
         lock = threading.Lock()
         last_check = [0.0, ""]
 
@@ -702,22 +790,31 @@ class Stack:
             finally:
                 lock.release()
 
-        def wait(spec_name: str) -> float:
-            spec = self.system.service(spec_name)
+        def wait(name: str, url: str) -> float:
             waited = wait_for_service_health(
-                endpoints.services[spec_name].url + spec.health_path,
-                name=spec_name,
+                url,
+                name=name,
                 timeout=self.health_timeout if timeout is None else timeout,
                 interval=HEALTH_POLL_INTERVAL,
                 report=self.report,
                 check_alive=check_alive,
             )
-            self.answered[spec_name] = time.time()
+            self.answered[name] = time.time()
             return waited
 
-        names = [s.name for s in self.system.services]
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            for name, future in zip(names, [pool.submit(wait, n) for n in names], strict=True):
+        # Every worker's copy of every service, in parallel (a shared stack has one set per worker).
+        everyone = everyone or list(self.worker_endpoints.values()) or [endpoints]
+        targets = [
+            (
+                for_worker(spec.name, copy_suffix(self.workers, each.worker)),
+                each.services[spec.name].url + spec.health_path,
+            )
+            for each in everyone
+            for spec in self.system.services
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            futures = [pool.submit(wait, name, url) for name, url in targets]
+            for (name, _), future in zip(targets, futures, strict=True):
                 try:
                     future.result()
                 except StackError as exc:

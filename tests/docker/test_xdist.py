@@ -1,9 +1,11 @@
-"""pytest-xdist: `pytest --integration -n 2` on a copy of the example passes with one stack per worker.
+"""pytest-xdist: `pytest --integration -n 2` on a copy of the example, in both modes.
 
-Each worker gets its own compose project (`<project>-gw0`, `<project>-gw1`) and its own block of host
-ports; the run passes, and afterwards no container, network or volume of any of those projects is left.
-The copy lives in a temporary folder, so its project names are its own and never touch a stack of this
-checkout.
+Shared (the default): the controlling process starts one compose project, the serial stack plus a copy
+of each service for the second worker (its own database and virtual host), and removes it at the end.
+Per worker (`-o integration_xdist=per-worker`): each worker gets its own compose project (`<project>-gw0`,
+`<project>-gw1`) and its own block of host ports. Either way the run passes, and afterwards no container,
+network or volume of any of those projects is left. The copy lives in a temporary folder, so its project
+names are its own and never touch a stack of this checkout.
 """
 
 from __future__ import annotations
@@ -81,14 +83,13 @@ def host_ports(compose_file: Path) -> set[int]:
     return ports
 
 
-def test_two_workers_each_get_their_own_stack_and_leave_nothing(tmp_path):
-    root = copy_example(tmp_path / "shortener")
-    compose_dir = tmp_path / "compose"
+def run_with_workers(
+    root: Path, compose_dir: Path, *options: str
+) -> tuple[subprocess.CompletedProcess, list]:
+    """Build, run the example's tests with WORKERS workers, and return the run and what it left."""
     prefix = project_name(load_system(root))
     env = clean_env(INTEGRATION_COMPOSE_DIR=str(compose_dir))
-    worker_files = [compose_dir / f"{prefix}-gw{n}.yml" for n in range(WORKERS)]
     assert not leftovers(prefix)
-
     build = subprocess.run(
         [sys.executable, "-m", "integration", "build", "--root", str(root)],
         env=env,
@@ -98,23 +99,59 @@ def test_two_workers_each_get_their_own_stack_and_leave_nothing(tmp_path):
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-
     command = [sys.executable, "-m", "pytest", "--integration", "-n", str(WORKERS), "-p", "no:cacheprovider"]
     started = time.monotonic()
     try:
         result = subprocess.run(
-            command, cwd=root, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+            [*command, *options],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
         )
     finally:
         seconds = time.monotonic() - started
+        print(f"\n[xdist] pytest --integration -n {WORKERS} {' '.join(options)}: {seconds:.1f}s")
         left = leftovers(prefix)
-        for compose_file in worker_files:  # whatever a failed run left, so that the next one starts clean
-            if compose_file.exists():
-                client = DockerClient(compose_files=[compose_file], compose_project_name=compose_file.stem)
-                with contextlib.suppress(DockerException):
-                    client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
+        for compose_file in compose_dir.glob("*.yml"):  # whatever a failed run left, for the next run
+            client = DockerClient(compose_files=[compose_file], compose_project_name=compose_file.stem)
+            with contextlib.suppress(DockerException):
+                client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
+    return result, left
+
+
+def test_two_workers_share_one_stack_and_leave_nothing(tmp_path):
+    root = copy_example(tmp_path / "shortener")
+    compose_dir = tmp_path / "compose"
+    prefix = project_name(load_system(root))
+    result, left = run_with_workers(root, compose_dir)
     output = result.stdout + result.stderr
-    print(f"\n[xdist] pytest --integration -n {WORKERS}: {seconds:.1f}s")
+
+    assert result.returncode == 0, output[-4000:]
+    assert re.search(r"\b43 passed\b", output), output[-2000:]
+    assert f"created: {WORKERS}/{WORKERS} workers" in output
+    # One compose project, made by the controlling process: the serial stack and the second worker's
+    # service copies; no project of a worker's own.
+    assert sorted(p.name for p in compose_dir.glob("*.yml")) == [f"{prefix}.yml"]
+    services = yaml.safe_load((compose_dir / f"{prefix}.yml").read_text())["services"]
+    assert sorted(services) == sorted(
+        ["broker", "links-db", "links", "analytics-db", "analytics", "links-gw1", "analytics-gw1"]
+    )
+    assert "worker gw1: links http://127.0.0.1:" in output
+    assert re.search(r"stack up\s+\d+\.\d+s", output), output[-2000:]
+    assert left == [], f"left behind after the run: {left}"
+    assert not (compose_dir / "runs").exists(), "a failure folder was written"
+
+
+def test_two_workers_with_a_stack_each_leave_nothing(tmp_path):
+    root = copy_example(tmp_path / "shortener")
+    compose_dir = tmp_path / "compose"
+    prefix = project_name(load_system(root))
+    worker_files = [compose_dir / f"{prefix}-gw{n}.yml" for n in range(WORKERS)]
+    result, left = run_with_workers(root, compose_dir, "-o", "integration_xdist=per-worker")
+    output = result.stdout + result.stderr
 
     assert result.returncode == 0, output[-4000:]
     assert re.search(r"\b43 passed\b", output), output[-2000:]

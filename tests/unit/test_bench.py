@@ -139,3 +139,19 @@ def test_the_timeline_has_a_line_per_container_with_when_its_service_answered() 
     assert [line.split()[0] for line in lines] == ["p-links-db-1", "p-links-1"]
     assert lines[0].split()[1:] == ["create", "0.50s", "start", "1.00s", "healthy", "3.00s"]
     assert lines[1].split()[-4:] == ["healthy", "5.00s", "answered", "4.25s"]
+
+
+def test_worker_rows_give_each_xdist_mode_its_ratio_to_the_serial_run() -> None:
+    results = bench.Results()
+    for seconds in (12.0, 14.0, 13.0):
+        results.sample("workers: -n 0").add(seconds)
+    for seconds in (16.0, 17.0):
+        results.sample("workers: -n 2 shared").add(seconds)
+    results.sample("workers: -n 2 shared phase stack up").add(12.5)
+    results.sample("workers: -n 2 shared phase tests").add(2.9)
+    rows = {row[0]: row for row in bench.worker_rows(results)}
+    assert set(rows) == {"-n 0", "-n 2 shared"}
+    assert rows["-n 0"][1:3] == [bench.fmt_seconds(13.0), bench.fmt_factor(1.0)]
+    assert rows["-n 2 shared"][1:3] == [bench.fmt_seconds(16.5), bench.fmt_factor(13.0 / 16.5)]
+    assert rows["-n 2 shared"][3:] == [bench.fmt_seconds(12.5), bench.fmt_seconds(2.9), "-"]
+    assert bench.worker_rows(bench.Results()) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from specs import service
 
 from integration.compose import BROKER_PROBE, dump_compose, render_compose, write_compose
 from integration.discovery import load_system
@@ -20,29 +21,6 @@ from integration.ports import plan_ports
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent / "fixtures" / "systems" / "minimal"
 GOLDEN = HERE / "golden"
-
-
-def service(
-    name: str,
-    port: int = 8000,
-    database: str | None = None,
-    published=(),
-    consumed=(),
-    environment=None,
-    health: str = "/health",
-) -> ServiceSpec:
-    return ServiceSpec(
-        name=name,
-        build_dir=Path("/repo/services") / name,
-        dockerfile=Path("/repo/services") / name / "Dockerfile",
-        port=port,
-        health_path=health,
-        database=database,
-        events_published=tuple(published),
-        events_consumed=tuple(consumed),
-        environment=environment or {},
-        image=f"{name}:test",
-    )
 
 
 def system(*services: ServiceSpec, **kwargs) -> SystemSpec:

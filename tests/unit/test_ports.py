@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from specs import service
 
 from integration.errors import StackError
 from integration.model import ServiceSpec, SystemSpec
@@ -18,19 +19,6 @@ from integration.ports import (
     plan_ports,
     port_is_free,
 )
-
-
-def service(name: str, port: int, database: str | None = None, published=(), consumed=()) -> ServiceSpec:
-    return ServiceSpec(
-        name=name,
-        build_dir=Path("/repo/services") / name,
-        dockerfile=Path("/repo/services") / name / "Dockerfile",
-        port=port,
-        database=database,
-        events_published=tuple(published),
-        events_consumed=tuple(consumed),
-        image=f"{name}:test",
-    )
 
 
 def system(*services: ServiceSpec) -> SystemSpec:
