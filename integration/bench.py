@@ -1071,13 +1071,15 @@ class Bench:
         self.results.extra["minutes"] = round((datetime.now() - started).total_seconds() / 60, 1)
         self.results.extra["repeat"] = self.o.repeat
         rows, scaling = tables(self.results, self.o.scale)
-        text = render_table(["measurement", "ours", "pytest-docker", "speedup", "target", ""], rows)
-        text += "\n\n" + render_table(
-            ["grows with services", "2 services", f"{self.o.scale} services", "growth"], scaling
-        )
+        text = ""
+        if not self.o.only_workers:
+            text = render_table(["measurement", "ours", "pytest-docker", "speedup", "target", ""], rows)
+            text += "\n\n" + render_table(
+                ["grows with services", "2 services", f"{self.o.scale} services", "growth"], scaling
+            )
         workers = worker_rows(self.results)
         if workers:
-            text += "\n\n" + render_table(
+            text += ("\n\n" if text else "") + render_table(
                 ["pytest-xdist (whole pytest)", "seconds", "vs -n 0", "stack up", "tests", "stack down"],
                 workers,
             )

@@ -249,7 +249,7 @@ def docker_compose_project_name(pytestconfig: pytest.Config, integration_system:
     per-worker`). Override to choose your own."""
     from .stack import project_name
 
-    if (getattr(pytestconfig, "workerinput", None) or {}).get(HANDOFF_KEY):
+    if _shared_handoff(pytestconfig):
         return project_name(integration_system)
     return project_name(integration_system, _worker(pytestconfig))
 
@@ -262,18 +262,17 @@ def docker_compose_services(
     if not pytestconfig.getoption("--integration"):
         pytest.skip("the real stack runs only with --integration")
     worker = _worker(pytestconfig)
-    handoff = (getattr(pytestconfig, "workerinput", None) or {}).get(HANDOFF_KEY)
+    handoff = _shared_handoff(pytestconfig)
     if worker and handoff:
-        shared = _await_handoff(Path(handoff), worker, pytestconfig)
-        if shared is not None:
-            endpoints, reused = shared
-            pytestconfig.stash[_RESET_PENDING] = reused
-            try:
-                yield endpoints
-            finally:
-                _close_harnesses(pytestconfig)
-            return
-        # A worker the controller did not plan for (xdist restarted a crashed one): a stack of its own.
+        endpoints, reused = _await_handoff(handoff, worker)
+        pytestconfig.stash[_RESET_PENDING] = reused
+        try:
+            yield endpoints
+        finally:
+            _close_harnesses(pytestconfig)
+        return
+    # Serial, per-worker mode, or a worker the controller did not plan for (xdist restarted a crashed
+    # one under a new id): a stack of its own.
     report = _live_reporter(pytestconfig)
     try:
         from .images import require_fresh
@@ -430,6 +429,7 @@ def wait_for_service_health() -> Callable[..., float]:
 # --- pytest-xdist: one stack shared by the workers ----------------------------------------------------
 
 HANDOFF_KEY = "integration_handoff"
+PLANNED_KEY = "integration_workers"
 HANDOFF_POLL = 0.05
 
 
@@ -468,6 +468,7 @@ class SharedStack:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[HANDOFF_KEY] = str(self.handoff)
+        node.workerinput[PLANNED_KEY] = list(self.workers)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
@@ -497,17 +498,23 @@ class SharedStack:
         if self._tests_started:
             phases["tests"] = time.monotonic() - self._tests_started
         if self._thread is not None:
-            # On Ctrl-C the compose process got the signal too; give `up --wait` the time to give up.
-            self._thread.join(timeout=self.config.getoption("--health-timeout") + 30)
+            # Interrupted (Ctrl-C, SIGTERM) while the stack starts: its compose process may not have
+            # got the signal, so do not wait out `up --wait`: take the project down under it.
+            interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
+            self._thread.join(timeout=2 if interrupted else self.config.getoption("--health-timeout") + 30)
+            if self._thread.is_alive() and self.stack is not None:
+                self.stack.down()
+                self._thread.join(timeout=30)
         self._flush()
-        if self.stack is not None and self.error is None:
+        if self.stack is not None and self.error is None and not self._thread_alive():
             started = time.monotonic()
             self.stack.__exit__(None, None, None)
             phases["stack down"] = time.monotonic() - started
-        elif self.stack is not None and self._thread is not None and self._thread.is_alive():
-            self.stack.down()  # still starting after the wait: remove whatever it made
         self._flush()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     # -- the stack's thread ------------------------------------------------------------------------
 
@@ -560,10 +567,18 @@ class SharedStack:
         _write(self.config.pluginmanager.getplugin("terminalreporter"), line)
 
 
-def _await_handoff(path: Path, worker: str, config: pytest.Config) -> tuple[StackEndpoints, bool] | None:
+def _shared_handoff(config: pytest.Config) -> Path | None:
+    """The controller's handoff file when this process is a worker of a shared stack, else None."""
+    workerinput = getattr(config, "workerinput", None) or {}
+    handoff = workerinput.get(HANDOFF_KEY)
+    if handoff and workerinput.get("workerid") in workerinput.get(PLANNED_KEY, ()):
+        return Path(handoff)
+    return None
+
+
+def _await_handoff(path: Path, worker: str) -> tuple[StackEndpoints, bool]:
     """A worker's endpoints from the controller's handoff file (written before any test is scheduled,
-    so normally there at once); None when the controller did not plan for this worker (xdist restarted a
-    crashed one under a new id)."""
+    so normally there at once), and whether the stack was reused (reset before the first test)."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -575,8 +590,6 @@ def _await_handoff(path: Path, worker: str, config: pytest.Config) -> tuple[Stac
                 pytest.fail(f"the shared stack did not start: {data['error']}", pytrace=False)
             if worker in data["workers"]:
                 return StackEndpoints.from_dict(data["workers"][worker]), bool(data.get("reused"))
-            if worker not in data["planned"]:
-                return None
         if time.monotonic() > deadline:
             pytest.fail(f"the controller's handoff {path} names no endpoints for {worker}", pytrace=False)
         time.sleep(HANDOFF_POLL)

@@ -370,6 +370,33 @@ def test_a_signal_to_the_run_during_the_tests_takes_the_stack_down_within_15_s(
         assert run.output.rstrip().endswith("interrupted"), run.output[-3000:]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_under_xdist_a_signal_while_the_shared_stack_starts_takes_it_down(
+    signum: signal.Signals,
+    example_images: None,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """`-n 2`: the controller starts the shared stack on a thread while the workers start; a signal then
+    must not leave the half-started project behind."""
+    root = copy_example(tmp_path / "shortener")
+    project = project_of(root)
+    run = Run(root, "--", "-n", "2")
+    with cleanup(project, runs=[run]):
+        run.wait_until(lambda: bool(leftovers(project)), "the shared stack's first containers")
+        time.sleep(1.0)
+        signalled = run.signal_group(signum)
+        while leftovers(project) and time.time() - signalled < 60:
+            time.sleep(0.1)
+        seconds = time.time() - signalled
+        record_property(f"xdist_{signum.name.lower()}_to_down_seconds", round(seconds, 2))
+        print(f"-n 2, {signum.name} while starting -> nothing of {project} left: {seconds:.1f}s")
+        assert leftovers(project) == [], f"still there {seconds:.0f}s after {signum.name}"
+        assert seconds < DOWN_DEADLINE, f"the stack took {seconds:.1f}s to go after {signum.name}"
+        assert run.wait(60) != 0, run.output[-3000:]
+        assert "INTERNALERROR" not in run.output, run.output[-3000:]
+
+
 # --- ports and checkouts ----------------------------------------------------------------------------------
 
 
@@ -538,6 +565,43 @@ RUN printf '#!/bin/sh\\nsleep {SLOW_START}\\nexec docker-entrypoint.sh "$@"\\n' 
 ENTRYPOINT ["slow-start"]
 CMD ["postgres"]
 """
+
+
+def test_under_xdist_a_service_crashing_at_start_ends_the_run_with_its_logs(
+    example_images: None, tmp_path: Path
+) -> None:
+    """`-n 2`: the shared stack fails in the controller; one `error:` message names the container and
+    its traceback, no worker runs a test, nothing is left."""
+    root = copy_example(tmp_path / "shortener")
+    image = "itest-faults-links-xdist:test"
+    services = root / "architecture" / "services.yml"
+    services.write_text(
+        services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")
+    )
+    traceback_line = forget_architecture(root)
+    project = project_of(root)
+    with cleanup(project, images=(image,)):
+        built = subprocess.run(
+            [sys.executable, "-m", "integration", "build", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env_for_runs(),
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+        assert built.returncode == 0, built.stdout + built.stderr
+        run = Run(root, "--", "-n", "2")
+        status = run.wait()
+        output = run.output
+        assert status == 1, output[-3000:]
+        assert "error: " in output, output[-3000:]
+        assert re.search(rf"container {re.escape(project)}-links(-gw1)?-1 \(links(-gw1)?\) exited", output), (
+            output[-4000:]
+        )
+        assert traceback_line in output, output[-4000:]
+        assert "INTERNALERROR" not in output and " passed" not in output, output[-3000:]
+        assert leftovers(project) == []
 
 
 @pytest.fixture

@@ -124,8 +124,10 @@ def test_data_events_and_resets_stay_within_their_worker(harnesses: dict[str, Ex
 def test_each_virtual_host_holds_its_own_workers_queue(shared_stack: Stack):
     url = shared_stack.worker_endpoints["gw0"].broker_management_url
     assert url
+    names = {}
     for vhost in ("/", "gw1"):
         with BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD, vhost=vhost) as admin:
-            queues = {q.name: q for q in admin.queues()}
-        assert "analytics.events" in queues, (vhost, sorted(queues))
-        assert queues["analytics.events"].consumers in (None, 1), (vhost, queues["analytics.events"])
+            names[vhost] = sorted(q.name for q in admin.queues())
+    # The same queue, once per virtual host (its consumer counts lag by a statistics interval: unread).
+    assert "analytics.events" in names["/"], names
+    assert names["gw1"] == names["/"], names
