@@ -287,11 +287,8 @@ def cleanup(*projects: str, runs: list[Run] | None = None, images: tuple[str, ..
             remove_image(image)
 
 
-@pytest.fixture(scope="module")
-def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """links:test and analytics:test, fresh for the example's current files (built once per module)."""
-    root = copy_example(tmp_path_factory.mktemp("build") / "shortener")
-    done = subprocess.run(
+def build(root: Path) -> None:
+    built = subprocess.run(
         [sys.executable, "-m", "integration", "build", "--root", str(root)],
         capture_output=True,
         text=True,
@@ -300,7 +297,13 @@ def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
         timeout=RUN_TIMEOUT,
         check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+@pytest.fixture(scope="module")
+def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """links:test and analytics:test, fresh for the example's current files (built once per module)."""
+    build(copy_example(tmp_path_factory.mktemp("build") / "shortener"))
 
 
 # --- killed runs ------------------------------------------------------------------------------------------
@@ -486,6 +489,17 @@ def forget_architecture(root: Path) -> str:
     return "ModuleNotFoundError: No module named 'architecture'"
 
 
+def faulty_copy(tmp_path: Path, fault: Callable[[Path], str], image: str) -> tuple[Path, str]:
+    """A copy of the example whose links service has `fault` and is tagged `image` (so that the
+    example's own links:test is left alone); returns the copy and the traceback line to expect."""
+    root = copy_example(tmp_path / "shortener")
+    services = root / "architecture" / "services.yml"
+    services.write_text(
+        services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")
+    )
+    return root, fault(root)
+
+
 @pytest.mark.parametrize(
     "fault", [crash_in_settings, forget_architecture], ids=["unbound-local", "no-architecture"]
 )
@@ -495,26 +509,11 @@ def test_a_service_crashing_at_start_fails_the_run_fast_naming_container_code_an
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    root = copy_example(tmp_path / "shortener")
     image = f"itest-faults-links-{fault.__name__.replace('_', '-')}:test"
-    services = root / "architecture" / "services.yml"
-    services.write_text(
-        services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")
-    )
-    traceback_line = fault(root)
+    root, traceback_line = faulty_copy(tmp_path, fault, image)
     project = project_of(root)
     with cleanup(project, images=(image,)):
-        built = subprocess.run(
-            [sys.executable, "-m", "integration", "build", "--root", str(root)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env_for_runs(),
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        assert built.returncode == 0, built.stdout + built.stderr
-
+        build(root)
         with EventRecorder(project) as recorder:
             run = Run(root)
             run.wait_for_exit_time()
@@ -572,25 +571,11 @@ def test_under_xdist_a_service_crashing_at_start_ends_the_run_with_its_logs(
 ) -> None:
     """`-n 2`: the shared stack fails in the controller; one `error:` message names the container and
     its traceback, no worker runs a test, nothing is left."""
-    root = copy_example(tmp_path / "shortener")
     image = "itest-faults-links-xdist:test"
-    services = root / "architecture" / "services.yml"
-    services.write_text(
-        services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")
-    )
-    traceback_line = forget_architecture(root)
+    root, traceback_line = faulty_copy(tmp_path, forget_architecture, image)
     project = project_of(root)
     with cleanup(project, images=(image,)):
-        built = subprocess.run(
-            [sys.executable, "-m", "integration", "build", "--root", str(root)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env_for_runs(),
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
-        assert built.returncode == 0, built.stdout + built.stderr
+        build(root)
         run = Run(root, "--", "-n", "2")
         status = run.wait()
         output = run.output
