@@ -64,6 +64,8 @@ _SYSTEM = pytest.StashKey[SystemSpec]()
 _PHASES = pytest.StashKey[dict[str, float]]()
 _RESET_PENDING = pytest.StashKey[bool]()
 _HARNESSES = pytest.StashKey[dict[type, Any]]()
+_WORKER_PHASES = pytest.StashKey[dict[str, dict[str, float]]]()
+PHASES_KEY = "integration_phases"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -169,11 +171,35 @@ def _planned_workers(config: pytest.Config) -> list[str]:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     phases = config.stash.get(_PHASES, None)
-    if not phases:
-        return
-    terminalreporter.section("integration: time per phase")
-    for phase, seconds in phases.items():
-        terminalreporter.write_line(f"{phase:<18} {seconds:7.2f}s")
+    if phases:
+        terminalreporter.section("integration: time per phase")
+        for phase, seconds in phases.items():
+            terminalreporter.write_line(f"{phase:<18} {seconds:7.2f}s")
+    by_worker = config.stash.get(_WORKER_PHASES, {})
+    if by_worker:
+        # Per-worker stacks: each worker timed its own; xdist brought the figures back.
+        terminalreporter.section("integration: time per phase, per worker")
+        for worker, timed in sorted(by_worker.items(), key=lambda item: int(item[0][2:] or 0)):
+            cells = "  ".join(f"{phase} {seconds:.2f}s" for phase, seconds in timed.items())
+            terminalreporter.write_line(f"{worker:<5} {cells}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # In an xdist worker, after the session fixtures (the stack) were torn down: hand the phase times to
+    # the controlling process, which prints them (`pytest_testnodedown`).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    phases = session.config.stash.get(_PHASES, None)
+    if workeroutput is not None and phases:
+        workeroutput[PHASES_KEY] = dict(phases)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    timed = (getattr(node, "workeroutput", None) or {}).get(PHASES_KEY)
+    if timed:
+        worker = node.workerinput["workerid"]
+        node.config.stash.setdefault(_WORKER_PHASES, {})[worker] = dict(timed)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 import time
@@ -383,7 +384,14 @@ class Stack:
         return dump_compose(render_compose(self.system, self.ports, workers=self.workers))
 
     def _plan(self, keep: Mapping[str, Mapping[int, int]] | None) -> PortPlan:
-        is_free = self.is_port_free or port_is_free
+        if self.is_port_free is not None:
+            is_free = self.is_port_free
+        else:
+            claimed = self._ports_claimed_by_created_containers()
+
+            def is_free(port: int) -> bool:
+                return port not in claimed and port_is_free(port)
+
         if not keep:
             return plan_ports(self.system, is_free, base=self.port_base, workers=self.workers)
         # A running stack holds its own ports: keep them, and plan only what is new, around them.
@@ -397,6 +405,27 @@ class Stack:
                 for service, mapping in fresh.ports.items()
             }
         )
+
+    def _ports_claimed_by_created_containers(self) -> set[int]:
+        """Host ports that containers created but not started yet (another stack's `up` waiting for its
+        databases and broker) will bind: free on the machine now, taken within seconds. Two checkouts
+        starting at once would otherwise plan the same ports and fail each other's `up`."""
+        try:
+            created = self.client.container.list(all=True, filters=[("status", "created")])
+        except DockerException:
+            return set()
+        claimed: set[int] = set()
+        for container in created:
+            try:
+                bindings = container.host_config.port_bindings or {}
+            except DockerException:
+                continue  # removed meanwhile
+            for entries in bindings.values():
+                for entry in entries or []:
+                    host_port = getattr(entry, "host_port", None)
+                    if host_port:
+                        claimed.add(int(host_port))
+        return claimed
 
     def up(self) -> StackEndpoints:
         """Down whatever an earlier run left, then up, then wait for every service's health.
@@ -584,6 +613,9 @@ class Stack:
                     # (unless a container already crashed: another attempt would only crash again).
                     self.report("a planned host port was taken meanwhile; choosing other ports")
                     self.down()
+                    # Two stacks that lost a port to each other both plan again: a random pause lets
+                    # one create its containers first, and the other then plans around their ports.
+                    time.sleep(random.uniform(0.2, 1.5))
                     self.write()
                     continue
                 headline = "`docker compose up --wait` failed"

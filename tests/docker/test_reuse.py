@@ -8,21 +8,18 @@ project on a port block away from the default one, and whatever a failing test l
 
 from __future__ import annotations
 
-import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
+from echo_system import free_port_base, remove_images, remove_project, token, write_echo_system
 from python_on_whales import docker
 
 from integration.baseimages import locally_available
 from integration.discovery import load_system
 from integration.images import build_images, require_fresh
-from integration.model import LABEL_SYSTEM, SystemSpec
-from integration.ports import port_is_free
+from integration.model import SystemSpec
 from integration.stack import REUSE_ENV, Stack
 
 pytestmark = pytest.mark.docker
@@ -30,56 +27,9 @@ pytestmark = pytest.mark.docker
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
-SERVER = """\
-import json
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-VERSION = "1"
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"service": os.environ["SERVICE_NAME"], "version": VERSION}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
-DOCKERFILE = """\
-ARG PYTHON_IMAGE=python:3.11-slim
-FROM ${{PYTHON_IMAGE}}
-COPY services/{name}/server.py /srv/server.py
-CMD ["python", "/srv/server.py"]
-"""
-
-
-def token() -> str:
-    return uuid.uuid4().hex[:8]
-
 
 def write_system(root: Path, system: str) -> None:
-    services = {
-        "web": {"port": 8080, "database": "web", "image": f"{system}-web:test"},
-        "api": {"port": 9090, "image": f"{system}-api:test"},
-    }
-    files = {"architecture/__init__.py": "", "architecture/contracts/__init__.py": ""}
-    for name in services:
-        files[f"architecture/contracts/{name}.py"] = f'"""Contract of {name}: no events."""\n'
-        files[f"services/{name}/Dockerfile"] = DOCKERFILE.format(name=name)
-        files[f"services/{name}/server.py"] = SERVER
-    files["architecture/services.yml"] = yaml.safe_dump(
-        {"version": 1, "system": system, "services": services}, sort_keys=False
-    )
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    write_echo_system(root, system, {"web": {"port": 8080, "database": "web"}, "api": {"port": 9090}})
 
 
 def load(root: Path) -> SystemSpec:
@@ -97,16 +47,6 @@ def container_ids(project: str) -> dict[str, str]:
     return {c.config.labels[SERVICE_LABEL]: c.id for c in containers}
 
 
-def free_port_base() -> int:
-    """A free port block below Linux's ephemeral range (32768-60999): a port that an outgoing connection
-    can take while a container is being recreated would turn a reuse into a full restart."""
-    for _ in range(100):
-        base = random.randrange(20, 32) * 1000 + random.randrange(0, 9) * 100
-        if all(port_is_free(base + o) for o in (0, 1, 10, 11, 900, 901)):
-            return base
-    raise RuntimeError("no free port block found")
-
-
 @pytest.fixture
 def system_root(tmp_path: Path) -> Iterator[Path]:
     """A fresh two-service system; its images (every tag built from it) are removed at the end."""
@@ -116,22 +56,14 @@ def system_root(tmp_path: Path) -> Iterator[Path]:
     try:
         yield root
     finally:
-        images = docker.image.list(filters=[("label", f"{LABEL_SYSTEM}={name}")], all=True)
-        if images:
-            docker.image.remove([image.id for image in images], force=True, prune=True)
+        remove_images(name)
 
 
 @pytest.fixture
 def project() -> Iterator[str]:
     name = f"itest-reuse-{token()}"
     yield name
-    label = [("label", f"{PROJECT_LABEL}={name}")]
-    containers = docker.container.list(all=True, filters=label)
-    if containers:
-        docker.container.remove(containers, force=True, volumes=True)
-    networks = docker.network.list(filters=label)
-    if networks:
-        docker.network.remove(networks)
+    remove_project(name)
 
 
 def make_stack(system: SystemSpec, project: str, compose_dir: Path, ids: dict[str, str], **kw) -> Stack:

@@ -11,7 +11,6 @@ import shutil
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -19,10 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import echo_system
 import httpx
 import psycopg2
 import pytest
 import yaml
+from echo_system import free_port_base, remove_images, remove_project, token
 from python_on_whales import docker
 from sqlalchemy.engine import make_url
 
@@ -30,7 +31,7 @@ from integration.baseimages import locally_available
 from integration.discovery import load_system
 from integration.errors import StackError
 from integration.images import build_images
-from integration.model import LABEL_SYSTEM, POSTGRES_PORT, SystemSpec
+from integration.model import POSTGRES_PORT, SystemSpec
 from integration.ports import ephemeral_port, plan_ports, port_is_free
 from integration.stack import PROJECT_ENV, Stack, project_name, wait_for_service_health
 
@@ -40,68 +41,15 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "systems"
 PROJECT_LABEL = "com.docker.compose.project"
 CRASH_DEADLINE = 15.0
 
-# A service in a dozen lines of the standard library: 200 on $HEALTH_PATH, 404 elsewhere, its name in JSON.
-SERVER = """\
-import json
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        status = 200 if self.path == os.environ["HEALTH_PATH"] else 404
-        body = json.dumps({"service": os.environ["SERVICE_NAME"], "path": self.path}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
-DOCKERFILE = """\
-ARG PYTHON_IMAGE=python:3.11-slim
-FROM ${{PYTHON_IMAGE}}
-COPY services/{name}/server.py /srv/server.py
-CMD ["python", "/srv/server.py"]
-"""
-
-
-def token() -> str:
-    return uuid.uuid4().hex[:8]
+ECHO_SERVICES = {
+    "web": {"port": 8080, "database": "web", "health": "/health", "environment": {"HEALTH_PATH": "/health"}},
+    "api": {"port": 9090, "health": "/ready", "environment": {"HEALTH_PATH": "/ready"}},
+}
 
 
 def write_echo_system(root: Path, system: str) -> None:
     """Two services: `web` (port 8080, a database, /health) and `api` (port 9090, no database, /ready)."""
-    services = {
-        "web": {"port": 8080, "database": "web", "health": "/health"},
-        "api": {"port": 9090, "health": "/ready"},
-    }
-    files = {
-        "architecture/__init__.py": "",
-        "architecture/contracts/__init__.py": "",
-    }
-    for name, settings in services.items():
-        settings["image"] = f"{system}-{name}:test"
-        settings["environment"] = {"HEALTH_PATH": settings["health"]}
-        files[f"architecture/contracts/{name}.py"] = f'"""Contract of {name}: no events."""\n'
-        files[f"services/{name}/Dockerfile"] = DOCKERFILE.format(name=name)
-        files[f"services/{name}/server.py"] = SERVER
-    files["architecture/services.yml"] = yaml.safe_dump(
-        {"version": 1, "system": system, "services": services}, sort_keys=False
-    )
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-def remove_images(system: str) -> None:
-    images = docker.image.list(filters=[("label", f"{LABEL_SYSTEM}={system}")], all=True)
-    if images:
-        docker.image.remove([image.id for image in images], force=True, prune=True)
+    echo_system.write_echo_system(root, system, ECHO_SERVICES)
 
 
 def project_resources(project: str) -> tuple[list, list, list]:
@@ -112,17 +60,6 @@ def project_resources(project: str) -> tuple[list, list, list]:
         docker.network.list(filters=label),
         docker.volume.list(filters=label),
     )
-
-
-def free_port_base() -> int:
-    """A port block whose service slots are all free now, away from the default 47100 other stacks use."""
-    for _ in range(50):
-        base = ephemeral_port() // 1000 * 1000
-        if base > 65535 - 1000 or base < 20000:
-            continue
-        if all(port_is_free(base + offset) for offset in (0, 1, 10, 11, 900, 901)):
-            return base
-    raise RuntimeError("no free port block found")
 
 
 @dataclass(frozen=True)
@@ -150,13 +87,7 @@ def project() -> Iterator[str]:
     """A unique compose project name; whatever a failing test left of it is removed afterwards."""
     name = f"itest-stack-{token()}"
     yield name
-    containers, networks, volumes = project_resources(name)
-    if containers:
-        docker.container.remove(containers, force=True, volumes=True)
-    if networks:
-        docker.network.remove(networks)
-    if volumes:
-        docker.volume.remove(volumes)
+    remove_project(name)
 
 
 def quiet(line: str) -> None:
@@ -191,8 +122,10 @@ def assert_serves(stack: Stack) -> None:
     endpoints = stack.endpoints
     assert endpoints is not None
     assert set(endpoints.services) == {"web", "api"}
-    assert get_json(endpoints.services["web"].url + "/health") == (200, {"service": "web", "path": "/health"})
-    assert get_json(endpoints.services["api"].url + "/ready") == (200, {"service": "api", "path": "/ready"})
+    answer = {"path": "/health", "service": "web", "version": "1"}
+    assert get_json(endpoints.services["web"].url + "/health") == (200, answer)
+    answer = {"path": "/ready", "service": "api", "version": "1"}
+    assert get_json(endpoints.services["api"].url + "/ready") == (200, answer)
     assert get_json(endpoints.services["api"].url + "/health")[0] == 404
     assert endpoints.services["api"].database_url is None
     assert current_database(endpoints.services["web"].database_url) == "web"

@@ -161,5 +161,10 @@ def test_two_workers_with_a_stack_each_leave_nothing(tmp_path):
     assert not (compose_dir / f"{prefix}.yml").exists()
     ports = [host_ports(f) for f in worker_files]
     assert all(ports) and not ports[0] & ports[1], ports
+    # Each worker timed its own stack; the controlling process prints the figures.
+    assert "integration: time per phase, per worker" in output, output[-3000:]
+    for n in range(WORKERS):
+        line = rf"^gw{n}\s+.*stack up \d+\.\d+s.*stack down \d+\.\d+s"
+        assert re.search(line, output, re.M), output[-3000:]
     assert left == [], f"left behind after the run: {left}"
     assert not (compose_dir / "runs").exists(), "a failure folder was written"
