@@ -240,10 +240,11 @@ def render_compose(
     if system.needs_broker:
         services[BROKER_SERVICE] = _broker(system, ports)
     for spec in system.services:
+        # The first worker's part is the serial stack, byte for byte: a reused stack switches between
+        # `-n 0` and `-n 2` by adding or removing the copies only.
         if spec.database is not None:
             services[spec.db_service] = _database(system, spec, ports)
-        worker = workers[0] if workers else None
-        services[spec.name] = _service(system, spec, ports, images.get(spec.name, spec.image), worker)
+        services[spec.name] = _service(system, spec, ports, images.get(spec.name, spec.image))
     for worker in workers[1:]:
         for spec in system.services:
             image = images.get(spec.name, spec.image)
