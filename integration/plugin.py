@@ -255,6 +255,11 @@ def _live_reporter(config: pytest.Config) -> Callable[[str], None]:
 
 def _write(terminal: Any, line: str) -> None:
     if terminal is not None:
+        # After xdist's row of progress dots start a line of our own (write_line does so only after a
+        # test file's row).
+        writer = getattr(terminal, "_tw", None)
+        if not getattr(terminal, "currentfspath", None) and getattr(writer, "width_of_current_line", 0):
+            writer.line()
         terminal.write_line(f"[integration] {line}")
     else:
         print(f"[integration] {line}", flush=True)
