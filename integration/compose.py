@@ -182,15 +182,15 @@ def _service(
     ports: PortPlan,
     image: str,
     worker: str | None = None,
-    suffix: str | None = None,
 ) -> dict[str, Any]:
-    name = for_worker(spec.name, suffix)
+    """A service container; with `worker`, that later xdist worker's copy in a shared stack."""
+    name = for_worker(spec.name, worker)
     depends_on: dict[str, dict[str, str]] = {}
     if spec.database is not None:
         depends_on[spec.db_service] = {"condition": "service_healthy"}
     if system.needs_broker and spec.uses_broker:
         depends_on[BROKER_SERVICE] = {"condition": "service_healthy"}
-    environment = service_environment(system, spec, suffix)
+    environment = service_environment(system, spec, worker)
     service: dict[str, Any] = {
         "image": image,
         "environment": {k: _escape(v) for k, v in environment.items()},
@@ -248,7 +248,7 @@ def render_compose(
     for worker in workers[1:]:
         for spec in system.services:
             image = images.get(spec.name, spec.image)
-            services[for_worker(spec.name, worker)] = _service(system, spec, ports, image, worker, worker)
+            services[for_worker(spec.name, worker)] = _service(system, spec, ports, image, worker)
     return {"services": services, "networks": {NETWORK: {"driver": "bridge"}}}
 
 

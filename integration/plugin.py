@@ -24,8 +24,8 @@ a second checkout that should not compete with a stack already running on the de
 Under pytest-xdist (`-n 2`) the controlling process owns one shared stack (ini `integration_xdist =
 shared`, the default): the serial stack, which the first worker uses, plus for each other worker a copy
 of every service with its own database (in the service's PostgreSQL) and its own broker virtual host.
-The first worker starts testing as soon as its part is healthy; the others join when their copies are.
-The controller hands each worker its endpoints through a file named in the worker's `workerinput`.
+No test starts before every worker's part is healthy. The controller hands each worker its endpoints
+through a file named in the worker's `workerinput`.
 `integration_xdist = per-worker` gives each worker a whole stack of its own instead.
 
 Before any test runs in integration mode the plugin checks that every service image is fresh, and stops
@@ -574,7 +574,6 @@ class SharedStack:
 
     def _publish(self) -> None:
         data = {
-            "planned": self.workers,
             "workers": {worker: endpoints.to_dict() for worker, endpoints in self.endpoints.items()},
             # A reused stack holds the last run's data: each worker resets before its first test.
             "reused": bool(self.stack is not None and self.stack.reuse),

@@ -328,8 +328,8 @@ class Stack:
         self.is_port_free = is_port_free
         self.port_base = default_port_base() if port_base is None else port_base
         self.ports: PortPlan | None = None
-        # A shared stack for pytest-xdist: per worker a copy of each service and database, one broker
-        # with a virtual host per worker (integration.compose.render_compose).
+        # A shared stack for pytest-xdist: the serial stack for the first worker, and for each later one a
+        # copy of every service with its own database and broker virtual host (compose.render_compose).
         self.workers = tuple(workers)
         self.endpoints: StackEndpoints | None = None  # the first worker's, in a shared stack
         self.worker_endpoints: dict[str, StackEndpoints] = {}
@@ -648,13 +648,13 @@ class Stack:
         a reused stack has them)."""
         started = time.monotonic()
         by_service = {i.service: i for i in self.containers()}
-        suffixes = [copy_suffix(self.workers, w) for w in self.workers[1:]]
+        later = self.workers[1:]  # the first worker uses the serial stack's databases and "/"
         for spec in self.system.services:
             if spec.database is None:
                 continue
             url = self._database_url(by_service, spec.db_service, spec.database)
             try:
-                create_databases(url, [worker_database(spec.database, suffix) for suffix in suffixes])
+                create_databases(url, [worker_database(spec.database, worker) for worker in later])
             except HarnessError as exc:
                 headline = f"creating the workers' databases in {spec.db_service} failed: {exc}"
                 raise StackError(self._failure_message(headline)) from exc
@@ -666,8 +666,8 @@ class Stack:
             with BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD) as admin:
                 try:
                     admin.wait_until_ready(timeout=min(30.0, self.health_timeout))
-                    for suffix in suffixes:
-                        admin.ensure_vhost(worker_vhost(suffix), BROKER_USER)
+                    for worker in later:
+                        admin.ensure_vhost(worker_vhost(worker), BROKER_USER)
                 except BrokerError as exc:
                     headline = f"creating the workers' virtual hosts failed: {exc}"
                     raise StackError(self._failure_message(headline)) from exc
@@ -792,13 +792,8 @@ class Stack:
             f"{db.ports[POSTGRES_PORT]}/{database}"
         )
 
-    def _wait_for_health(
-        self,
-        endpoints: StackEndpoints,
-        everyone: list[StackEndpoints] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Wait for every service of `everyone` (default: every worker's endpoints, else `endpoints`)."""
+    def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
+        """Wait for every service of every worker's endpoints (of `endpoints` without workers)."""
         lock = threading.Lock()
         last_check = [0.0, ""]
 
@@ -835,7 +830,7 @@ class Stack:
             return waited
 
         # Every worker's copy of every service, in parallel (a shared stack has one set per worker).
-        everyone = everyone or list(self.worker_endpoints.values()) or [endpoints]
+        everyone = list(self.worker_endpoints.values()) or [endpoints]
         targets = [
             (
                 for_worker(spec.name, copy_suffix(self.workers, each.worker)),
