@@ -19,8 +19,6 @@ from python_on_whales import docker
 from integration.model import LABEL_SYSTEM
 from integration.ports import port_is_free
 
-PROJECT_LABEL = "com.docker.compose.project"
-
 SERVER = """\
 import json
 import os
@@ -79,20 +77,6 @@ def remove_images(system: str) -> None:
     images = docker.image.list(filters=[("label", f"{LABEL_SYSTEM}={system}")], all=True)
     if images:
         docker.image.remove([image.id for image in images], force=True, prune=True)
-
-
-def remove_project(project: str) -> None:
-    """Whatever containers, networks and volumes a failing test left of compose project `project`."""
-    label = [("label", f"{PROJECT_LABEL}={project}")]
-    containers = docker.container.list(all=True, filters=label)
-    if containers:
-        docker.container.remove(containers, force=True, volumes=True)
-    networks = docker.network.list(filters=label)
-    if networks:
-        docker.network.remove(networks)
-    volumes = docker.volume.list(filters=label)
-    if volumes:
-        docker.volume.remove(volumes)
 
 
 def free_port_base() -> int:

@@ -36,10 +36,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from compose_projects import leftovers, remove_project
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
@@ -47,7 +47,6 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "fixtures" / "systems" / "tiny"
-PROJECT_LABEL = "com.docker.compose.project"
 TIMEOUT = 180
 
 
@@ -89,43 +88,6 @@ def cli(*args: str, env: dict[str, str], timeout: float = TIMEOUT) -> Result:
         check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
-
-
-def _listed(list_them: Callable[[], list[Any]]) -> list[str]:
-    # python-on-whales lists, then inspects each: something removed in between is "no such ...".
-    for attempt in range(5):
-        try:
-            return [item.name for item in list_them()]
-        except DockerException:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
-
-
-def leftovers(project: str) -> list[str]:
-    """Containers, networks and volumes of a compose project, by the label compose stamps on them."""
-    filters = [("label", f"{PROJECT_LABEL}={project}")]
-    found = [f"container {n}" for n in _listed(lambda: docker.container.list(all=True, filters=filters))]
-    found += [f"network {n}" for n in _listed(lambda: docker.network.list(filters=filters))]
-    found += [f"volume {n}" for n in _listed(lambda: docker.volume.list(filters=filters))]
-    return found
-
-
-def remove_project(project: str) -> None:
-    filters = [("label", f"{PROJECT_LABEL}={project}")]
-    with contextlib.suppress(DockerException):
-        containers = docker.container.list(all=True, filters=filters)
-        if containers:
-            docker.container.remove(containers, force=True, volumes=True)
-    with contextlib.suppress(DockerException):
-        networks = docker.network.list(filters=filters)
-        if networks:
-            docker.network.remove(networks)
-    with contextlib.suppress(DockerException):
-        volumes = docker.volume.list(filters=filters)
-        if volumes:
-            docker.volume.remove(volumes)
 
 
 def assert_one_message(result: Result, status: int, *needles: str) -> None:

@@ -30,9 +30,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from compose_projects import PROJECT_LABEL, containers, leftovers, remove_project
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
@@ -44,7 +44,6 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shortener"
-PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 DEFAULT_PORTS = (47100, 47101, 47110, 47111, 48000, 48001)
 SMOKE = (  # pytest arguments of `run`, after its `--`
@@ -86,50 +85,6 @@ def project_of(root: Path) -> str:
 
 
 # --- the project's resources ------------------------------------------------------------------------------
-
-
-def _filters(project: str) -> list[tuple[str, str]]:
-    return [("label", f"{PROJECT_LABEL}={project}")]
-
-
-def _listed(list_them: Callable[[], list[Any]]) -> list[str]:
-    # python-on-whales lists, then inspects each: something removed in between (a stack going down
-    # while we look) is "no such container"; look again.
-    for attempt in range(5):
-        try:
-            return [item.name for item in list_them()]
-        except DockerException:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-    raise AssertionError("unreachable")
-
-
-def containers(project: str) -> list[str]:
-    return _listed(lambda: docker.container.list(all=True, filters=_filters(project)))
-
-
-def leftovers(project: str) -> list[str]:
-    """Containers, networks and volumes of a compose project, by the label compose stamps on them."""
-    found = [f"container {name}" for name in containers(project)]
-    found += [f"network {name}" for name in _listed(lambda: docker.network.list(filters=_filters(project)))]
-    found += [f"volume {name}" for name in _listed(lambda: docker.volume.list(filters=_filters(project)))]
-    return found
-
-
-def remove_project(project: str) -> None:
-    with contextlib.suppress(DockerException):
-        found = docker.container.list(all=True, filters=_filters(project))
-        if found:
-            docker.container.remove(found, force=True, volumes=True)
-    with contextlib.suppress(DockerException):
-        networks = docker.network.list(filters=_filters(project))
-        if networks:
-            docker.network.remove(networks)
-    with contextlib.suppress(DockerException):
-        volumes = docker.volume.list(filters=_filters(project))
-        if volumes:
-            docker.volume.remove(volumes)
 
 
 def remove_image(image: str) -> None:
@@ -337,11 +292,20 @@ def test_a_run_killed_during_the_tests_is_cleaned_up_by_the_next_plain_run(
         time.sleep(1.0)  # well inside the tests (about 10 s of them)
         killed.signal_group(signal.SIGKILL)
         killed.wait()
-        running = _listed(lambda: docker.container.list(filters=_filters(project)))
+        running = containers(project, stopped=False)
         assert len(running) == 5, f"the killed run's stack should still be running: {running}"
 
         Run(root, *SMOKE).assert_passed(SMOKE_PASSED)  # no `down` or other step first
         assert leftovers(project) == []
+
+
+def seconds_until_gone(run: Run, project: str, signum: signal.Signals) -> float:
+    """Send `signum` to the run's process group; the seconds until nothing of `project` is left (the
+    wait gives up after 60 s: the caller asserts)."""
+    signalled = run.signal_group(signum)
+    while leftovers(project) and time.time() - signalled < 60:
+        time.sleep(0.1)
+    return time.time() - signalled
 
 
 @pytest.mark.parametrize(
@@ -360,10 +324,7 @@ def test_a_signal_to_the_run_during_the_tests_takes_the_stack_down_within_15_s(
     with cleanup(project, runs=[run]):
         run.wait_until(lambda: bool(HEALTHY.search(run.output)), "summary table of a healthy stack")
         time.sleep(1.0)
-        signalled = run.signal_group(signum)
-        while leftovers(project) and time.time() - signalled < 60:
-            time.sleep(0.1)
-        seconds = time.time() - signalled
+        seconds = seconds_until_gone(run, project, signum)
         record_property(f"{signum.name.lower()}_to_down_seconds", round(seconds, 2))
         print(f"{signum.name} -> nothing of {project} left: {seconds:.1f}s")
         assert leftovers(project) == [], f"still there {seconds:.0f}s after {signum.name}"
@@ -388,10 +349,7 @@ def test_under_xdist_a_signal_while_the_shared_stack_starts_takes_it_down(
     with cleanup(project, runs=[run]):
         run.wait_until(lambda: bool(leftovers(project)), "the shared stack's first containers")
         time.sleep(1.0)
-        signalled = run.signal_group(signum)
-        while leftovers(project) and time.time() - signalled < 60:
-            time.sleep(0.1)
-        seconds = time.time() - signalled
+        seconds = seconds_until_gone(run, project, signum)
         record_property(f"xdist_{signum.name.lower()}_to_down_seconds", round(seconds, 2))
         print(f"-n 2, {signum.name} while starting -> nothing of {project} left: {seconds:.1f}s")
         assert leftovers(project) == [], f"still there {seconds:.0f}s after {signum.name}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from echo_system import remove_images
 from python_on_whales import docker
 from python_on_whales.exceptions import NoSuchImage
 
@@ -82,9 +83,7 @@ def system(tmp_path: Path) -> Iterator[SystemSpec]:
     try:
         yield load_system(root, locally_available())
     finally:
-        images = docker.image.list(filters=[("label", f"{LABEL_SYSTEM}={name}")], all=True)
-        if images:
-            docker.image.remove([image.id for image in images], force=True)
+        remove_images(name)
 
 
 class Report(list):

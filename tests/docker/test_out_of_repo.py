@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
+from compose_projects import leftovers
 
 from integration.discovery import load_system
 from integration.stack import project_name
@@ -65,15 +65,6 @@ def clean_env() -> dict[str, str]:
     for name in OUTER:
         env.pop(name, None)
     return env
-
-
-def leftovers(project: str) -> list[str]:
-    """Containers, networks and volumes of one compose project."""
-    label = [("label", f"com.docker.compose.project={project}")]
-    found = [f"container {c.name}" for c in docker.container.list(all=True, filters=label)]
-    found += [f"network {n.name}" for n in docker.network.list(filters=label)]
-    found += [f"volume {v.name}" for v in docker.volume.list(filters=label)]
-    return found
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from echo_system import free_port_base, remove_images, remove_project, token, write_echo_system
+from compose_projects import PROJECT_LABEL, remove_project
+from echo_system import free_port_base, remove_images, token, write_echo_system
 from python_on_whales import docker
 
 from integration.baseimages import locally_available
@@ -24,7 +25,6 @@ from integration.stack import REUSE_ENV, Stack
 
 pytestmark = pytest.mark.docker
 
-PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
 
@@ -83,6 +83,19 @@ def version_of(stack: Stack, service: str) -> str:
     return httpx.get(stack.endpoints.services[service].url, timeout=5).json()["version"]
 
 
+def left_running(
+    system_root: Path, project: str, compose_dir: Path
+) -> tuple[SystemSpec, dict[str, str], int]:
+    """Build the system and leave its stack running in reuse mode; the system, its image ids and the
+    stack's port base."""
+    system = load(system_root)
+    ids = build(system)
+    base = free_port_base()
+    with make_stack(system, project, compose_dir, ids, reuse=True, port_base=base):
+        pass
+    return system, ids, base
+
+
 def test_a_healthy_stack_is_reused_without_recreating_a_container(
     system_root: Path, project: str, tmp_path: Path
 ) -> None:
@@ -107,11 +120,7 @@ def test_a_healthy_stack_is_reused_without_recreating_a_container(
 def test_a_rebuilt_image_recreates_its_service_and_nothing_else(
     system_root: Path, project: str, tmp_path: Path
 ) -> None:
-    system = load(system_root)
-    ids = build(system)
-    base = free_port_base()
-    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base):
-        pass
+    system, ids, base = left_running(system_root, project, tmp_path)
     before = container_ids(project)
 
     server = system_root / "services" / "api" / "server.py"
@@ -131,11 +140,7 @@ def test_a_rebuilt_image_recreates_its_service_and_nothing_else(
 def test_a_recreated_database_recreates_the_service_that_depends_on_it(
     system_root: Path, project: str, tmp_path: Path
 ) -> None:
-    system = load(system_root)
-    ids = build(system)
-    base = free_port_base()
-    with make_stack(system, project, tmp_path, ids, reuse=True, port_base=base):
-        pass
+    system, ids, base = left_running(system_root, project, tmp_path)
     before = container_ids(project)
     docker.container.remove(before["web-db"], force=True, volumes=True)
 

@@ -23,7 +23,8 @@ import httpx
 import psycopg2
 import pytest
 import yaml
-from echo_system import free_port_base, remove_images, remove_project, token
+from compose_projects import PROJECT_LABEL, remove_project
+from echo_system import free_port_base, remove_images, token
 from python_on_whales import docker
 from sqlalchemy.engine import make_url
 
@@ -38,7 +39,6 @@ from integration.stack import PROJECT_ENV, Stack, project_name, wait_for_service
 pytestmark = pytest.mark.docker
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "systems"
-PROJECT_LABEL = "com.docker.compose.project"
 CRASH_DEADLINE = 15.0
 
 ECHO_SERVICES = {
