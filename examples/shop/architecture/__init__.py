@@ -1,0 +1,1 @@
+"""Architecture of the shop: the service catalogue (services.yml) and the contracts."""

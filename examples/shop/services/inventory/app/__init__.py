@@ -1,0 +1,1 @@
+"""inventory: stock levels and reservations; releases a cancelled order's reservation."""

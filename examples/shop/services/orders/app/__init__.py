@@ -1,0 +1,1 @@
+"""orders: takes orders, reserves their stock at inventory, publishes OrderPlaced / OrderCancelled."""

@@ -1,0 +1,1 @@
+"""Use-case tests of the shop, written against the ITestHarness Protocol."""
