@@ -142,6 +142,55 @@ def standin_for(kind: str, image: str) -> StandIn:
     raise ValueError(f"no stand-in kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+_PYTHON_TAG = re.compile(r"^(\d+\.\d+)(?:-slim)?(?:-bookworm)?$")
+_POSTGRES_TAG = re.compile(r"^(\d+)(?:\.\d+)?(?:-(?:bookworm|trixie))?$")
+_DOCKER_HUB = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
+
+
+def _normalized_reference(image: str) -> tuple[str, str] | None:
+    """(repository, tag) with Docker Hub's implicit prefixes dropped; None for a digest reference,
+    whose content no stand-in has."""
+    if "@" in image:
+        return None
+    for prefix in _DOCKER_HUB:
+        if image.startswith(prefix):
+            image = image[len(prefix) :]
+            break
+    repository, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:
+        repository, tag = image, "latest"
+    return repository, tag
+
+
+def standin_replacing(image: str, configured: BaseImages | None = None) -> StandIn | None:
+    """The stand-in that can take `image`'s place in a FROM line, or None. Pure: no engine asked.
+
+    `python:<X.Y>`, `python:<X.Y>-slim` (and `-bookworm`) when X.Y is the python stand-in's version;
+    `postgres:<major>` (and `<major>.<minor>`, `-bookworm`, `-trixie`) for a major with a stand-in; and
+    the configured or default image of each kind, which the stand-ins replace anyway. A digest, another
+    version, an alpine variant or an image with no stand-in gives None."""
+    reference = _normalized_reference(image)
+    if reference is None or image in {s.image for s in STANDINS} or image.startswith("integration-local/"):
+        return None
+    repository, tag = reference
+    python_standin = standin_for("python", OFFLINE_PYTHON_IMAGE)
+    if repository == "python":
+        version = _PYTHON_TAG.match(tag)
+        wanted = _PYTHON_TAG.match(python_standin.image.rsplit(":", 1)[1])
+        return python_standin if version and wanted and version.group(1) == wanted.group(1) else None
+    if repository == "postgres":
+        major = _POSTGRES_TAG.match(tag)
+        return postgres_standin(major.group(1)) if major and major.group(1) in POSTGRES_SUITES else None
+    for images in (configured or BaseImages(), BaseImages()):
+        for kind in KINDS:
+            if _normalized_reference(getattr(images, kind)) == reference:
+                try:
+                    return standin_for(kind, getattr(images, kind))
+                except BuildError:
+                    return None
+    return None
+
+
 def debian_base_image(suite: str = DEBIAN_SUITE) -> str:
     return f"integration-local/debian:{suite}"
 
@@ -312,6 +361,20 @@ def _can_pull(client: DockerClient, image: str) -> bool:
     return True
 
 
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def _usable(client: DockerClient, image: str, *, pull: bool) -> str | None:
+    """How `image` can be had: "present" (local), "pulled", or None (neither: a stand-in's turn).
+    `pull` False, or $INTEGRATION_OFFLINE set, never pulls."""
+    if client.image.exists(image):
+        return "present"
+    if pull and not _offline() and _can_pull(client, image):
+        return "pulled"
+    return None
+
+
 def resolve_base_images(
     configured: BaseImages | None = None,
     client: DockerClient = docker,
@@ -324,7 +387,6 @@ def resolve_base_images(
     """
     configured = configured or configured_base_images()
     engine_check(client)
-    offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
     chosen = configured
     outcomes: list[ImageOutcome] = []
     for kind in KINDS:
@@ -333,11 +395,9 @@ def resolve_base_images(
         if image == standin.image:
             outcomes.append(ensure_standin(standin, client))
             continue
-        if client.image.exists(image):
-            outcomes.append(ImageOutcome(standin.kind, image, "present"))
-            continue
-        if not offline and _can_pull(client, image):
-            outcomes.append(ImageOutcome(standin.kind, image, "pulled"))
+        how = _usable(client, image, pull=True)
+        if how is not None:
+            outcomes.append(ImageOutcome(standin.kind, image, how))
             continue
         report(f"{image} cannot be pulled; using the offline stand-in {standin.image}")
         outcomes.append(ensure_standin(standin, client))
@@ -362,6 +422,55 @@ def locally_available(configured: BaseImages | None = None, client: DockerClient
         if image != standin.image and not client.image.exists(image) and client.image.exists(standin.image):
             chosen = replace(chosen, **{kind: standin.image})
     return chosen
+
+
+class FromImages:
+    """Which image each FROM line's base is built on: the image itself when it is here (or, for a build,
+    can be pulled), else the stand-in that replaces it (`standin_replacing`), else the image as named.
+
+    The same decision as `resolve_base_images` for the configured images, for the images a Dockerfile
+    names itself (`FROM python:3.11-slim`). A build (`for_build=True`) may pull and builds a missing
+    stand-in; the freshness check (`for_build=False`) asks the engine only what is present, and so
+    reaches the same image the build used. Decisions are kept for the object's life (one build step).
+    """
+
+    def __init__(
+        self,
+        client: DockerClient = docker,
+        *,
+        for_build: bool,
+        configured: BaseImages | None = None,
+        chosen: BaseImages | None = None,
+    ) -> None:
+        self.client = client
+        self.for_build = for_build
+        self.configured = configured
+        # Configured images that `resolve_base_images` already replaced: not pulled a second time.
+        self._unpullable = (
+            {getattr(configured, k) for k in KINDS if getattr(configured, k) != getattr(chosen, k)}
+            if configured is not None and chosen is not None
+            else set()
+        )
+        self._chosen: dict[str, str] = {}
+
+    def choose(self, image: str) -> str:
+        if image not in self._chosen:
+            self._chosen[image] = self._decide(image)
+        return self._chosen[image]
+
+    def _decide(self, image: str) -> str:
+        if not IMAGE_RE.fullmatch(image):
+            return image  # not an image reference: the build says what is wrong with it
+        pull = self.for_build and image not in self._unpullable
+        if _usable(self.client, image, pull=pull) is not None:
+            return image
+        standin = standin_replacing(image, self.configured)
+        if standin is None:
+            return image
+        if self.for_build:
+            ensure_standin(standin, self.client)
+            return standin.image
+        return standin.image if self.client.image.exists(standin.image) else image
 
 
 def engine_check(client: DockerClient = docker) -> None:

@@ -52,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from .dockerfile import read as read_dockerfile
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "shortener"
 DEFAULT_WORK = REPO / "compose" / "bench"
@@ -256,14 +258,13 @@ def copy_system(
 
 
 def bust_dockerfile(dockerfile: Path, token: str) -> None:
-    """Insert `ENV BENCH_CACHE_BUST=<token>` after the first FROM: every later layer misses the cache."""
-    lines = dockerfile.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.strip().upper().startswith("FROM "):
-            lines.insert(i + 1, f"ENV {CACHE_BUST_ARG}={token}")
-            break
-    else:
+    """Insert `ENV BENCH_CACHE_BUST=<token>` after the first FROM (after its last line, when it is
+    continued): every later layer misses the cache. ValueError when there is no FROM."""
+    parsed = read_dockerfile(dockerfile)
+    if not parsed.froms:
         raise ValueError(f"{dockerfile} has no FROM line")
+    lines = parsed.text.splitlines()
+    lines.insert(parsed.froms[0].end_line, f"ENV {CACHE_BUST_ARG}={token}")
     dockerfile.write_text("\n".join(lines) + "\n")
 
 

@@ -22,6 +22,9 @@ from integration.model import DEFAULT_VHOST
 
 DEFAULT_HTTP_TIMEOUT = 5.0
 STATS_INTERVAL = 5.0  # RabbitMQ's default collect_statistics_interval, in seconds
+# What the generated stacks set instead: a harness that redelivers an event waits for the queue counters
+# to show it acknowledged, and waits at least two of these for counters taken after the publish.
+STACK_STATS_INTERVAL = 0.5
 _BODY_LIMIT = 300
 
 
@@ -83,6 +86,7 @@ class BrokerAdmin:
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
         self._closed = False
+        self.last_publish: float | None = None  # time.monotonic() of the last publish() through this admin
 
     # --- plumbing ---
 
@@ -213,6 +217,7 @@ class BrokerAdmin:
             "payload_encoding": "string",
         }
         response = self._request("POST", "exchanges", self.vhost, exchange, "publish", json=body)
+        self.last_publish = time.monotonic()
         return bool(response.json().get("routed"))
 
     def close(self) -> None:

@@ -3,9 +3,9 @@
 The build context of every service is the system root, so hashing the whole context would rebuild every
 service when any one changes. Instead the Dockerfile's COPY and ADD sources are resolved against the
 context (with `.dockerignore` applied, as the engine does), and only those files, the Dockerfile and the
-build arguments make the hash. A Dockerfile this module cannot read precisely (a variable in a source,
-a bind mount, an ADD of a URL) falls back to the whole filtered context, which is never wrong, only
-slower to invalidate.
+build arguments make the hash. The Dockerfile is read by `integration.dockerfile`, the reader the doctor
+uses too. A Dockerfile whose reads cannot be told precisely (a variable in a source, a bind mount, an ADD
+of a URL) falls back to the whole filtered context, which is never wrong, only slower to invalidate.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from .dockerfile import Dockerfile
+from .dockerfile import read as read_dockerfile
 
 MANIFEST_SEPARATOR = "\n"
 
@@ -155,57 +157,17 @@ def context_files(context: Path, rules: list[IgnoreRule]) -> list[str]:
 # --- Dockerfile ----------------------------------------------------------------------------------------
 
 
-def _logical_lines(text: str) -> list[str]:
-    """Joins continuation lines and drops comments, keeping the default escape character."""
-    lines: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if stripped.startswith("#"):
-            continue
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        current += stripped
-        if current.strip():
-            lines.append(current.strip())
-        current = ""
-    if current.strip():
-        lines.append(current.strip())
-    return lines
-
-
-def copy_sources(dockerfile_text: str) -> list[str] | None:
-    """Context paths that COPY/ADD instructions read, or None when the Dockerfile defeats precise reading."""
+def copy_sources(dockerfile: Dockerfile) -> list[str] | None:
+    """Context paths that COPY/ADD instructions read, or None when the Dockerfile defeats precise reading
+    (a bind mount, a variable in a source, a URL or git source)."""
+    if dockerfile.bind_mounted:
+        return None
     sources: list[str] = []
-    for line in _logical_lines(dockerfile_text):
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "RUN" and "--mount" in rest and "type=bind" in rest:
-            return None
-        if keyword not in ("COPY", "ADD"):
-            continue
-        if "<<" in rest:  # heredoc content lives in the Dockerfile itself
-            continue
-        args = rest.strip()
-        from_stage = False
-        while args.startswith("--"):
-            flag, _, args = args.partition(" ")
-            from_stage = from_stage or flag.startswith("--from")
-            args = args.strip()
-        if from_stage:
+    for copy in dockerfile.copies:
+        if copy.from_ is not None:
             continue  # COPY --from=stage reads another stage or image, not the context
-        if args.startswith("["):
-            try:
-                tokens = [str(t) for t in json.loads(args)]
-            except ValueError:
-                return None
-        else:
-            tokens = shlex.split(args)
-        if len(tokens) < 2:
-            return None
-        for src in tokens[:-1]:
-            if "$" in src or "://" in src:
+        for src in copy.sources:
+            if "$" in src or "://" in src or src.startswith("git@"):
                 return None
             sources.append(src)
     return sources
@@ -254,20 +216,33 @@ def file_hash(path: Path) -> str:
     return _file_hash(str(path), stat.st_size, stat.st_mtime_ns, bool(stat.st_mode & 0o111))
 
 
-def compute_build_inputs(context: Path, dockerfile: Path, build_args: Mapping[str, str]) -> BuildInputs:
-    """Hash everything that decides the content of an image built from `context` with `dockerfile`."""
+def compute_build_inputs(
+    context: Path,
+    dockerfile: Path,
+    build_args: Mapping[str, str],
+    *,
+    bases: Mapping[str, str] | None = None,
+) -> BuildInputs:
+    """Hash everything that decides the content of an image built from `context` with `dockerfile`.
+
+    `bases` names the base images a build uses beyond the build arguments, as `{"<FROM image>": "<image
+    used>@<id>"}`: each becomes an entry of its own, so the manifest names a base that changed. A
+    Dockerfile the reader refuses is a DockerfileError (a ConfigError naming its line)."""
     context = context.resolve()
     dockerfile = dockerfile.resolve()
-    dockerfile_text = dockerfile.read_text()
+    parsed = read_dockerfile(dockerfile)
+    dockerfile_text = parsed.text
     rules = dockerignore_for(context, dockerfile)
     every_file = context_files(context, rules)
-    sources = copy_sources(dockerfile_text)
+    sources = copy_sources(parsed)
     whole = sources is None
     files = every_file if sources is None else _select(every_file, sources)
     hashes = {rel: file_hash(context / rel) for rel in files}
     hashes["<Dockerfile>"] = hashlib.sha256(dockerfile_text.encode()).hexdigest()[:16]
     args_text = json.dumps(dict(sorted(build_args.items())))
     hashes["<build-args>"] = hashlib.sha256(args_text.encode()).hexdigest()[:16]
+    for key, value in (bases or {}).items():
+        hashes[key] = hashlib.sha256(value.encode()).hexdigest()[:16]
     digest = hashlib.sha256()
     for rel in sorted(hashes):
         digest.update(f"{rel}\0{hashes[rel]}\n".encode())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -26,31 +25,21 @@ from python_on_whales import DockerClient
 from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
+from . import settings
 from .baseimages import build_all_standins, engine_check, locally_available, resolve_base_images
-from .discovery import find_system_root, load_system
+from .discovery import load_system
 from .doctor import run_doctor
 from .errors import ConfigError, EngineError, IntegrationError
 from .images import build_images, require_fresh
 from .model import SystemSpec
 from .stack import Stack, check_compose, default_port_base
 
-ROOT_ENV = "INTEGRATION_ROOT"
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
 
 
 def resolve_root(explicit: str | None) -> Path:
     """--root, else $INTEGRATION_ROOT, else the system around the working folder, else the bundled example."""
-
-    if explicit:
-        return Path(explicit).resolve()
-    if os.environ.get(ROOT_ENV):
-        return Path(os.environ[ROOT_ENV]).resolve()
-    try:
-        return find_system_root(Path.cwd())
-    except IntegrationError:
-        if (BUNDLED_EXAMPLE / "architecture" / "services.yml").exists():
-            return BUNDLED_EXAMPLE
-        raise
+    return settings.resolve_root(explicit, start=Path.cwd(), fallback=BUNDLED_EXAMPLE)
 
 
 def _say(message: str) -> None:
@@ -58,8 +47,11 @@ def _say(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> SystemSpec:
-
-    return load_system(resolve_root(args.root))
+    root = resolve_root(args.root)
+    system = load_system(root, config=settings.load_config(root))
+    for warning in system.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    return system
 
 
 def _engine(compose: bool = False) -> None:
@@ -141,10 +133,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build what is stale, then the use-case tests against the real stack."""
     system = _load(args)
-    tests = system.root / "use_case_tests"
+    config = settings.load_config(system.root)
+    tests = system.root / config.tests
     if not tests.is_dir():
         raise ConfigError(
-            tests, None, "no use-case tests folder; `run` runs the pytest tests in <root>/use_case_tests"
+            tests,
+            None,
+            f"no use-case tests folder; `run` runs the pytest tests in <root>/{config.tests} (set `tests` "
+            "in [tool.integration] to their folder)",
         )
     # Checked here, not first inside pytest: an old Compose or a malformed $INTEGRATION_PORT_BASE is then
     # one message and exit status 2.
@@ -153,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = cmd_build(args)
     if status:
         return status
-    command = [sys.executable, "-m", "pytest", str(tests), "--integration", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", str(tests), config.mode_option, "-p", "no:cacheprovider"]
     # `run --root DIR -- -k visit`: argparse keeps the `--`, which would make pytest read `-k` as a path.
     pytest_args = list(args.pytest_args)
     command += pytest_args[1:] if pytest_args[:1] == ["--"] else pytest_args
@@ -230,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.add_argument(
             "--root",
-            help=f"the system's root folder (default: ${ROOT_ENV}, the working "
+            help=f"the system's root folder (default: ${settings.ROOT_ENV}, the working "
             "folder's system, or the bundled example)",
         )
         if name == "build":

@@ -16,30 +16,28 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 
+from .broker import STACK_STATS_INTERVAL
 from .model import (
     BROKER_AMQP_PORT,
     BROKER_MANAGEMENT_PORT,
-    BROKER_PASSWORD,
     BROKER_SERVICE,
-    BROKER_USER,
-    DEFAULT_VHOST,
     LABEL_SERVICE,
     LABEL_SYSTEM,
     LABEL_WORKER,
-    POSTGRES_PASSWORD,
     POSTGRES_PORT,
-    POSTGRES_USER,
     PortPlan,
     ServiceSpec,
     SystemSpec,
     for_worker,
-    worker_database,
-    worker_vhost,
 )
+from .wiring import service_environment
+
+# Queue counters every half second instead of every 5 s: a harness that redelivers an event waits for
+# them to show it acknowledged (RealServiceHarness.wait_for_events_processed).
+BROKER_STATS_MS = int(STACK_STATS_INTERVAL * 1000)
 
 NETWORK = "backend"
 HOST_IP = "127.0.0.1"
@@ -74,41 +72,10 @@ def _published(ports: PortPlan, compose_service: str, container_ports: list[int]
     return published
 
 
-def broker_url(vhost: str = DEFAULT_VHOST) -> str:
-    path = quote(vhost, safe="")
-    return f"amqp://{BROKER_USER}:{BROKER_PASSWORD}@{BROKER_SERVICE}:{BROKER_AMQP_PORT}/{path}"
-
-
-def database_url(spec: ServiceSpec, suffix: str | None = None) -> str:
-    database = worker_database(spec.database or "", suffix)
-    return (
-        f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{spec.db_service}:{POSTGRES_PORT}"
-        f"/{database}"
-    )
-
-
 def health_probe(port: int, health_path: str) -> str:
     """Python one-liner that exits 0 when http://127.0.0.1:<port><health_path> answers below 400."""
     url = f"http://127.0.0.1:{port}{health_path}"
     return f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"
-
-
-def service_environment(system: SystemSpec, spec: ServiceSpec, suffix: str | None = None) -> dict[str, str]:
-    """The environment a service container is given (docs/conventions.md), unescaped.
-
-    BROKER_URL is set only when the stack has a broker and this service publishes or consumes events;
-    services.yml's `environment:` is merged last and so may override any of it. A worker's copy in a
-    shared stack (`suffix`, see model.copy_suffix) gets its worker's database and broker virtual host.
-    """
-    env = {"SERVICE_NAME": spec.name, "PORT": str(spec.port)}
-    if spec.database is not None:
-        env["DATABASE_URL"] = database_url(spec, suffix)
-    if system.needs_broker and spec.uses_broker:
-        env["BROKER_URL"] = broker_url(worker_vhost(suffix))
-    env["EVENT_EXCHANGE"] = system.exchange
-    env["EVENT_QUEUE"] = spec.queue
-    env.update(spec.environment)
-    return env
 
 
 BROKER_PROBE = (
@@ -122,7 +89,9 @@ def _broker(system: SystemSpec, ports: PortPlan) -> dict[str, Any]:
         "hostname": BROKER_SERVICE,  # RabbitMQ names its node (and data) after the host name
         "environment": {
             # Let guest log in from other containers (the official image allows it, a Debian one not).
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-rabbit loopback_users []",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                f"-rabbit loopback_users [] -rabbit collect_statistics_interval {BROKER_STATS_MS}"
+            ),
         },
         "healthcheck": {
             # `rabbitmq-diagnostics ping` answers seconds before the AMQP and management listeners open,
@@ -153,8 +122,8 @@ def _database(system: SystemSpec, spec: ServiceSpec, ports: PortPlan) -> dict[st
             "full_page_writes=off",
         ],
         "environment": {
-            "POSTGRES_USER": POSTGRES_USER,
-            "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
+            "POSTGRES_USER": system.credentials.user,
+            "POSTGRES_PASSWORD": _escape(system.credentials.password),
             "POSTGRES_DB": database,
             # The container is disposable and published on 127.0.0.1 only; skipping the password
             # exchange halves the cost of each NullPool connection the harness opens per reset.
@@ -164,7 +133,17 @@ def _database(system: SystemSpec, spec: ServiceSpec, ports: PortPlan) -> dict[st
         "healthcheck": {
             # Over TCP: while the image initialises the database, a temporary server answers only on
             # the Unix socket, and a socket probe would report healthy before the real server is up.
-            "test": ["CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U", POSTGRES_USER, "-d", database],
+            "test": [
+                "CMD",
+                "pg_isready",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                system.credentials.user,
+                "-d",
+                database,
+            ],
             "interval": "1s",
             "timeout": "3s",
             "retries": 120,
@@ -190,6 +169,9 @@ def _service(
         depends_on[spec.db_service] = {"condition": "service_healthy"}
     if system.needs_broker and spec.uses_broker:
         depends_on[BROKER_SERVICE] = {"condition": "service_healthy"}
+    for callee in spec.calls:
+        # A service that calls another starts once that one answers (its worker's copy of it).
+        depends_on[for_worker(callee, worker)] = {"condition": "service_healthy"}
     environment = service_environment(system, spec, worker)
     service: dict[str, Any] = {
         "image": image,

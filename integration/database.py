@@ -16,6 +16,7 @@ The only module of the toolkit that talks to PostgreSQL; it does so through SQLA
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -30,6 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from integration.errors import HarnessError
+from integration.model import OutboxColumns
 
 DEFAULT_SCHEMA = "public"
 # Tables that record which migrations ran: a reset that emptied them would make the service migrate again.
@@ -48,6 +50,8 @@ APPLICATION_NAME = "integration-harness"  # how the harness's sessions show in p
 # serialization_failure.
 _RETRY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 _UNDEFINED_TABLE = "42P01"
+_UNDEFINED_COLUMN = "42703"
+DEFAULT_OUTBOX_COLUMNS = OutboxColumns()
 # ON DELETE actions that take care of the referencing rows, so the parent may be emptied first.
 _SELF_CLEARING_ACTIONS = frozenset({"CASCADE", "SET NULL"})
 
@@ -447,16 +451,26 @@ def _payload(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _select_outbox(connection: Connection, engine: Engine, table: str) -> tuple[OutboxRow, ...] | None:
+def _select_outbox(
+    connection: Connection, engine: Engine, table: str, columns: OutboxColumns = DEFAULT_OUTBOX_COLUMNS
+) -> tuple[OutboxRow, ...] | None:
+    q = functools.partial(_quote_identifier, engine)
     sql = (
-        "SELECT event_id, event_type, payload, occurred_at, published_at "
-        f"FROM {_quote_table(engine, table)} ORDER BY occurred_at, event_id"
+        f"SELECT {q(columns.event_id)}, {q(columns.event_type)}, {q(columns.payload)}, "
+        f"{q(columns.occurred_at)}, {q(columns.published_at)} "
+        f"FROM {_quote_table(engine, table)} ORDER BY {q(columns.occurred_at)}, {q(columns.event_id)}"
     )
     try:
         rows = connection.exec_driver_sql(sql).all()
     except DBAPIError as exc:
         if _sqlstate(exc) == _UNDEFINED_TABLE:
             return None
+        if _sqlstate(exc) == _UNDEFINED_COLUMN:
+            raise DatabaseError(
+                f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}; name its columns in "
+                "[tool.integration.events.outbox_columns] (event_id, event_type, payload, occurred_at, "
+                "published_at)"
+            ) from None
         raise DatabaseError(f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}") from None
     result = []
     for event_id, event_type, payload, occurred_at, published_at in rows:
@@ -471,20 +485,30 @@ def _select_outbox(connection: Connection, engine: Engine, table: str) -> tuple[
     return tuple(result)
 
 
-def _select_processed(connection: Connection, engine: Engine, table: str) -> frozenset[str] | None:
+def _select_processed(
+    connection: Connection, engine: Engine, table: str, column: str = "event_id"
+) -> frozenset[str] | None:
+    sql = f"SELECT {_quote_identifier(engine, column)} FROM {_quote_table(engine, table)}"
     try:
-        rows = connection.exec_driver_sql(f"SELECT event_id FROM {_quote_table(engine, table)}").all()
+        rows = connection.exec_driver_sql(sql).all()
     except DBAPIError as exc:
         if _sqlstate(exc) == _UNDEFINED_TABLE:
             return None
+        if _sqlstate(exc) == _UNDEFINED_COLUMN:
+            raise DatabaseError(
+                f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}; name its event id column "
+                "with processed_event_id in [tool.integration.events]"
+            ) from None
         raise DatabaseError(f"cannot read {table} of {redact(engine.url)}: {_reason(exc)}") from None
     return frozenset(str(event_id) for (event_id,) in rows)
 
 
-def read_outbox(engine: Engine, table: str = DEFAULT_OUTBOX_TABLE) -> list[OutboxRow]:
+def read_outbox(
+    engine: Engine, table: str = DEFAULT_OUTBOX_TABLE, columns: OutboxColumns = DEFAULT_OUTBOX_COLUMNS
+) -> list[OutboxRow]:
     """The outbox rows ordered by occurred_at then event_id; [] when the table does not exist (yet)."""
     with _autocommit(engine) as connection:
-        return list(_select_outbox(connection, engine, table) or ())
+        return list(_select_outbox(connection, engine, table, columns) or ())
 
 
 def processed_ids(engine: Engine, table: str = DEFAULT_PROCESSED_TABLE) -> set[str]:
@@ -510,9 +534,15 @@ def read_event_tables(
     *,
     outbox_table: str | None = DEFAULT_OUTBOX_TABLE,
     processed_table: str | None = DEFAULT_PROCESSED_TABLE,
+    outbox_columns: OutboxColumns = DEFAULT_OUTBOX_COLUMNS,
+    processed_event_id: str = "event_id",
 ) -> EventTables:
     """Both event tables in one connection (None for a table not asked for or not there)."""
     with _autocommit(engine) as connection:
-        outbox = _select_outbox(connection, engine, outbox_table) if outbox_table else None
-        processed = _select_processed(connection, engine, processed_table) if processed_table else None
+        outbox = _select_outbox(connection, engine, outbox_table, outbox_columns) if outbox_table else None
+        processed = (
+            _select_processed(connection, engine, processed_table, processed_event_id)
+            if processed_table
+            else None
+        )
     return EventTables(outbox, processed)

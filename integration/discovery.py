@@ -1,11 +1,17 @@
 """Discovery: a repository's files → the typed model of its system.
 
-`load_system(root)` reads `<root>/architecture/services.yml`, validates it strictly against the schema
-of docs/conventions.md, imports each service's contract module `architecture.contracts.<contract>` to
-read the events it publishes and consumes, and returns a `SystemSpec`. Every malformed input raises
-`ConfigError` naming the file, the field path (`services.links.port`) and what to do about it.
+`load_system(root)` reads `<root>/architecture/services.yml` as the repository keeps it, the toolkit's
+own config (`integration.settings`), and the contract modules, and returns a `SystemSpec`.
 
-Pure apart from reading the repository's files and importing its contract modules: no Docker, no network.
+services.yml is read, not owned: other tools and people read it too. Keys the toolkit does not use are
+left alone; a key that looks like a typo of one it uses is a warning (an error with `strict = true`).
+Each fact is looked for where repositories keep it (`SERVICE_ALIASES`): the container port under
+`port`, `container_port`, `http.port` or `ports`, else the Dockerfile's EXPOSE; events in the
+service's `publishes`/`consumes` lists or the contract's lists; the exchange at the top or in a
+`broker:` section. Where a fact is in neither place, the config says it, and the config wins.
+
+Every malformed input raises `ConfigError` naming the file, the field path (`services.links.port`)
+and its line. Pure apart from reading the repository's files and importing its contract modules.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import keyword
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -27,19 +33,41 @@ import yaml
 from pydantic import BaseModel
 
 from .errors import ConfigError
-from .model import DEFAULT_EXCHANGE, BaseImages, ServiceSpec, SystemSpec
+from .model import DEFAULT_EXCHANGE, BaseImages, Notice, ServiceSpec, SystemSpec
+from .settings import SERVICES_FILE, ServiceOverrides, SystemConfig, find_system_root, load_config
 
-SERVICES_FILE = Path("architecture") / "services.yml"
+__all__ = ["IMAGE_RE", "SERVICES_FILE", "find_system_root", "load_system"]
+
 CONTRACTS_PACKAGE = "architecture.contracts"
-SCHEMA_VERSION = 1
+MAX_SERVICES_BYTES = 4 << 20
 
-TOP_KEYS = ("version", "system", "exchange", "services")
-REQUIRED_TOP_KEYS = ("version", "system", "services")
-SERVICE_KEYS = ("build", "dockerfile", "port", "health", "database", "contract", "image", "environment")
-REQUIRED_SERVICE_KEYS = ("port",)
-
-EVENTS_PUBLISHED = "EVENTS_PUBLISHED"
-EVENTS_CONSUMED = "EVENTS_CONSUMED"
+# What the toolkit reads from a service's entry, each under the names repositories use for it; the
+# first name of each is the toolkit's own (docs/conventions.md).
+SERVICE_ALIASES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "port": (("port",), ("container_port",), ("http_port",), ("http", "port"), ("ports",)),
+    "health": (
+        ("health",),
+        ("health_path",),
+        ("healthcheck",),
+        ("health_check",),
+        ("http", "health"),
+        ("http", "health_path"),
+        ("healthcheck", "path"),
+    ),
+    "database": (("database",), ("db",), ("postgres",), ("database", "name"), ("db", "name")),
+    "contract": (("contract",),),
+    "image": (("image",),),
+    "build": (("build",), ("build", "context"), ("path",)),
+    "dockerfile": (("dockerfile",), ("build", "dockerfile")),
+    "environment": (("environment",), ("env",)),
+    "calls": (("calls",), ("depends_on",), ("dependencies",), ("http", "calls")),
+    "publishes": (("publishes",), ("events", "publishes"), ("publish",), ("events", "published")),
+    "consumes": (("consumes",), ("events", "consumes"), ("subscribes",), ("events", "consumed")),
+    "queue": (("queue",), ("events", "queue")),
+}
+SERVICE_USED = frozenset(alias[0] for aliases in SERVICE_ALIASES.values() for alias in aliases)
+TOP_USED = frozenset({"version", "system", "name", "exchange", "broker", "services"})
+NEAR_MISS_CUTOFF = 0.75
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]*")
 # A service name is a hostname on the compose network, and so is `<name>-db`: one DNS label (63 chars).
@@ -55,44 +83,92 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 IMAGE_RE = re.compile(
     rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
 )
+_MISSING = object()
 
 
-def find_system_root(start: Path) -> Path:
-    """The nearest folder at or above `start` that holds `architecture/services.yml`."""
-    start = Path(start).resolve()
-    for folder in (start, *start.parents):
-        if (folder / SERVICES_FILE).is_file():
-            return folder
-    raise ConfigError(
-        start,
-        None,
-        f"no {SERVICES_FILE.as_posix()} in this folder or any folder above it; run from inside a "
-        "system's repository or pass its root folder",
-    )
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
 
 
-def load_system(root: Path, base_images: BaseImages | None = None) -> SystemSpec:
-    """Read and validate `<root>/architecture/services.yml` and the contract modules it names.
+def _is_mapping(value: object) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _container_port(value: object) -> int | None:
+    """8080, "8080", "8080/tcp", "127.0.0.1:9000:8080" or a list of those (the first) -> 8080."""
+    if isinstance(value, list):
+        return _container_port(value[0]) if value else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().split("/")[0].rsplit(":", 1)[-1]
+        return int(text) if text.isdigit() else None
+    return None
+
+
+def _is_port_like(value: object) -> bool:
+    return _container_port(value) is not None
+
+
+def _cycle_from(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    """A path of calls that leads from `start` back to it, or None."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for callee in graph.get(node, ()):
+            if callee == start:
+                return [*path, callee]
+            if callee not in seen:
+                seen.add(callee)
+                stack.append((callee, [*path, callee]))
+    return None
+
+
+def _folder_name(root: Path) -> str:
+    """A system name from the root folder's name, for a services.yml that names none."""
+    name = re.sub(r"[^a-z0-9-]+", "-", root.name.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"system-{name}".strip("-")
+    return name[:MAX_SERVICE_NAME]
+
+
+def load_system(
+    root: Path, base_images: BaseImages | None = None, config: SystemConfig | None = None
+) -> SystemSpec:
+    """Read `<root>`'s services file, the toolkit's config and the contract modules they name.
 
     `base_images` default: the configured ones ($INTEGRATION_{POSTGRES,BROKER,PYTHON}_IMAGE, else the
     registry names), so that every command and the pytest plugin run the images the user asked for.
     """
     root = Path(root).resolve()
-    services_file = root / SERVICES_FILE
-    document = _ServicesFile.read(services_file)
+    config = load_config(root) if config is None else config
+    services_file = (root / config.services_file).resolve()
+    document = _ServicesFile.read(services_file, config)
     if base_images is None:
         from .baseimages import configured_base_images  # here: baseimages imports this module
 
         base_images = configured_base_images()
     name, exchange, services = document.validate(root, base_images)
-    services = _read_events(root, services_file, services)
+    contracts = _read_contracts(root, services_file, services, config)
     return SystemSpec(
         name=name,
         root=root,
-        services=services,
+        services=contracts.services,
         base_images=base_images,
         exchange=exchange,
         services_file=services_file,
+        credentials=config.credentials,
+        events=config.events,
+        routing_keys=contracts.routing_keys,
+        event_classes=contracts.event_classes,
+        warnings=tuple(document.warnings),
     )
 
 
@@ -118,22 +194,22 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _suggest(key: object, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}known keys: {', '.join(known)}"
-
-
 class _ServicesFile:
     """One parsed services.yml: the data, and the YAML node tree to name line numbers in errors."""
 
-    def __init__(self, path: Path, data: object, node: yaml.Node | None) -> None:
+    def __init__(self, path: Path, data: object, node: yaml.Node | None, config: SystemConfig) -> None:
         self.path = path
         self.data = data
         self.node = node
+        self.config = config
+        self.warnings: list[Notice] = []
 
     @classmethod
-    def read(cls, path: Path) -> _ServicesFile:
+    def read(cls, path: Path, config: SystemConfig) -> _ServicesFile:
+        if path.exists() and not path.is_file():
+            raise ConfigError(path, None, "is not a regular file")
+        if path.is_file() and path.stat().st_size > MAX_SERVICES_BYTES:
+            raise ConfigError(path, None, f"is larger than {MAX_SERVICES_BYTES} bytes; not a services file")
         if not path.is_file():
             raise ConfigError(
                 path,
@@ -145,6 +221,8 @@ class _ServicesFile:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        except OSError as exc:
+            raise ConfigError(path, None, f"cannot be read: {exc.strerror or exc}") from exc
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
@@ -156,9 +234,13 @@ class _ServicesFile:
             raise ConfigError(path, None, f"not valid YAML{where}: {problem}; fix the syntax") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(path, None, f"not valid YAML: {exc}") from exc
+        except RecursionError as exc:
+            raise ConfigError(
+                path, None, "not usable YAML: an alias refers to itself or the nesting is too deep"
+            ) from exc
         finally:
             loader.dispose()
-        document = cls(path, data, node)
+        document = cls(path, data, node, config)
         document._reject_duplicate_keys(node, ())
         return document
 
@@ -179,8 +261,8 @@ class _ServicesFile:
 
     def error(self, field: tuple[str, ...], problem: str, *, at_key: bool = False) -> ConfigError:
         node = self._node_at(field, key=at_key) if field else None
-        line = f" (line {node.start_mark.line + 1})" if node is not None else ""
-        return ConfigError(self.path, ".".join(field) or None, problem + line)
+        line = node.start_mark.line + 1 if node is not None else None
+        return ConfigError(self.path, ".".join(field) or None, problem, line=line)
 
     def _reject_duplicate_keys(self, node: yaml.Node | None, field: tuple[str, ...]) -> None:
         if isinstance(node, yaml.MappingNode):
@@ -203,23 +285,6 @@ class _ServicesFile:
                 self._reject_duplicate_keys(item, (*field, str(i)))
 
     # -- typed getters
-
-    def _keys(
-        self,
-        value: Mapping[Any, Any],
-        field: tuple[str, ...],
-        known: tuple[str, ...],
-        required: tuple[str, ...],
-    ) -> None:
-        for key in value:
-            if key not in known:
-                raise self.error(
-                    (*field, str(key)), f"unknown key {key!r}; {_suggest(key, known)}", at_key=True
-                )
-        for key in required:
-            if key not in value:
-                where = ".".join(field) or "the top level"
-                raise self.error((*field, key), f"required key missing from {where}")
 
     def _string(self, value: object, field: tuple[str, ...]) -> str:
         if not isinstance(value, str):
@@ -251,36 +316,94 @@ class _ServicesFile:
             )
         return path
 
-    # -- the schema
+    # -- reading what is there
+
+    def _at(self, value: Mapping[Any, Any], path: tuple[str, ...]) -> object:
+        """The value at `path` inside `value` (nested mappings), or _MISSING."""
+        current: object = value
+        for part in path:
+            if not isinstance(current, Mapping) or part not in current:
+                return _MISSING
+            current = current[part]
+        return current
+
+    def _lookup(
+        self,
+        value: Mapping[Any, Any],
+        field: tuple[str, ...],
+        aliases: tuple[tuple[str, ...], ...],
+        accept: Callable[[object], bool],
+        expected: str,
+    ) -> tuple[object, tuple[str, ...]]:
+        """The first alias whose value has the shape `accept` wants, and its field path.
+
+        The first alias is the toolkit's own key: a value of the wrong shape there is an error. Under the
+        other names a repository may keep something else (a compose-style `healthcheck:` mapping, a
+        `ports:` list of strings), so a value of another shape there is left alone.
+        """
+        for i, alias in enumerate(aliases):
+            found = self._at(value, alias)
+            if found is _MISSING:
+                continue
+            if found is None:
+                if i == 0:
+                    raise self.error((*field, *alias), "is null: give a value or remove the key")
+                continue
+            if accept(found):
+                return found, (*field, *alias)
+            if i == 0 and not isinstance(found, Mapping):
+                raise self.error((*field, *alias), f"must be {expected}, got {_describe(found)}")
+        return _MISSING, field
+
+    def _near_misses(self, value: Mapping[Any, Any], field: tuple[str, ...], used: frozenset[str]) -> None:
+        """A key the toolkit does not read is left alone, unless it looks like a typo of one it reads:
+        then a warning (an error with `strict = true`) suggests the key it resembles."""
+        for key in value:
+            if not isinstance(key, str) or key in used:
+                continue
+            close = difflib.get_close_matches(key, sorted(used), n=1, cutoff=NEAR_MISS_CUTOFF)
+            if not close:
+                continue
+            error = self.error(
+                (*field, key),
+                f"unknown key {key!r} looks like {close[0]!r}, which the toolkit reads; rename it, or leave "
+                "it if another tool reads it (with `strict = true` in [tool.integration] this is an error)",
+                at_key=True,
+            )
+            if self.config.strict:
+                raise error
+            self.warnings.append(Notice(error.path, error.field, error.line, error.problem))
 
     def validate(self, root: Path, base_images: BaseImages) -> tuple[str, str, tuple[ServiceSpec, ...]]:
         data = self.data
         if data is None:
-            raise self.error((), "is empty; expected a mapping with version, system and services")
+            raise self.error((), "is empty; expected a mapping with a `services:` mapping")
         if not isinstance(data, Mapping):
-            raise self.error(
-                (), f"must be a mapping with version, system and services, got {_describe(data)}"
-            )
-        self._keys(data, (), TOP_KEYS, REQUIRED_TOP_KEYS)
+            raise self.error((), f"must be a mapping with a `services:` mapping, got {_describe(data)}")
+        self._near_misses(data, (), TOP_USED)
 
-        version = data["version"]
-        if isinstance(version, bool) or version != SCHEMA_VERSION or not isinstance(version, int):
-            raise self.error(
-                ("version",),
-                f"must be {SCHEMA_VERSION} (the only schema version there is), got {_describe(version)}",
-            )
-        name = self._name(data["system"], ("system",), "system name")
+        if self.config.system is not None:
+            name = self._name(self.config.system, ("system",), "system name")
+        else:
+            found, where = self._lookup(data, (), (("system",), ("name",)), _is_text, "a string")
+            name = _folder_name(root) if found is _MISSING else self._name(found, where, "system name")
 
         exchange = DEFAULT_EXCHANGE
-        if "exchange" in data:
-            exchange = self._string(data["exchange"], ("exchange",))
-            if not EXCHANGE_RE.fullmatch(exchange) or exchange.startswith("amq."):
-                raise self.error(
-                    ("exchange",),
-                    f"{exchange!r} is not a usable RabbitMQ exchange name: use letters, digits, '-', '_', "
-                    "'.', ':' and do not start with 'amq.' (reserved)",
-                )
+        found, where = self._lookup(data, (), (("exchange",), ("broker", "exchange")), _is_text, "a string")
+        if self.config.exchange is not None:
+            exchange = self.config.exchange
+            where = ("exchange",)
+        elif found is not _MISSING:
+            exchange = self._string(found, where)
+        if not EXCHANGE_RE.fullmatch(exchange) or exchange.startswith("amq."):
+            raise self.error(
+                where,
+                f"{exchange!r} is not a usable RabbitMQ exchange name: use letters, digits, '-', '_', "
+                "'.', ':' and do not start with 'amq.' (reserved)",
+            )
 
+        if "services" not in data:
+            raise self.error(("services",), "required key missing from the top level")
         services = data["services"]
         if not isinstance(services, Mapping):
             raise self.error(
@@ -288,8 +411,16 @@ class _ServicesFile:
             )
         if not services:
             raise self.error(("services",), "must name at least one service")
+        unknown = sorted(set(self.config.services) - {str(k) for k in services})
+        if unknown:
+            raise self.config.table.error(
+                ("services", unknown[0]),
+                f"names a service that {self.path} does not have (services: "
+                f"{', '.join(str(k) for k in services)})",
+            )
 
         specs = [self._service(root, key, value) for key, value in services.items()]
+        self._check_calls(specs)
         self._check_unique(specs, base_images)
         return name, exchange, tuple(specs)
 
@@ -303,109 +434,41 @@ class _ServicesFile:
                 field,
                 f"service name is {len(name)} characters; at most {MAX_SERVICE_NAME} (it is a hostname)",
             )
+        if value is None:
+            value = {}
         if not isinstance(value, Mapping):
-            raise self.error(
-                field, f"must be a mapping of settings (at least `port:`), got {_describe(value)}"
-            )
-        self._keys(value, field, SERVICE_KEYS, REQUIRED_SERVICE_KEYS)
-        for option, setting in value.items():
-            if setting is None:
-                raise self.error((*field, option), "is null: give a value or remove the key")
+            raise self.error(field, f"must be a mapping of settings, got {_describe(value)}")
+        self._near_misses(value, field, SERVICE_USED)
+        overrides = self.config.services.get(name, ServiceOverrides())
+        config_field = ("services", name)
 
-        port = value["port"]
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise self.error((*field, "port"), f"must be an integer port number, got {_describe(port)}")
-        if not 1 <= port <= 65535:
-            raise self.error((*field, "port"), f"{port} is out of range; a port is 1..65535")
+        build_dir = self._build_dir(root, value, field, overrides)
+        dockerfile = self._dockerfile(root, value, field, overrides, build_dir)
+        port = self._port(value, field, overrides, dockerfile)
 
-        health = "/health"
-        if "health" in value:
-            health = self._string(value["health"], (*field, "health"))
-            if not HEALTH_RE.fullmatch(health):
-                raise self.error(
-                    (*field, "health"),
-                    f"{health!r} is not a URL path: start with '/' and use no spaces or quotes-breaking "
-                    "characters (e.g. /health)",
-                )
-
-        database = None
-        if "database" in value:
-            database = self._string(value["database"], (*field, "database"))
-            if not DATABASE_RE.fullmatch(database):
-                raise self.error(
-                    (*field, "database"),
-                    f"{database!r} is not a plain PostgreSQL database name: use lower-case letters, digits "
-                    "and '_', starting with a letter or '_', at most 63 characters",
-                )
-
-        contract = name.replace("-", "_")
-        if "contract" in value:
-            contract = self._string(value["contract"], (*field, "contract"))
-        parts = contract.split(".")
-        if contract.endswith(".py") or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
-            raise self.error(
-                (*field, "contract"),
-                f"{contract!r} is not a module name under {CONTRACTS_PACKAGE}: give the module's name "
-                "without '.py' (e.g. 'links' for architecture/contracts/links.py)",
-            )
-
-        image = f"{name}:test"
-        if "image" in value:
-            image = self._string(value["image"], (*field, "image"))
-            if not IMAGE_RE.fullmatch(image):
-                raise self.error(
-                    (*field, "image"),
-                    f"{image!r} is not a Docker image tag: use lower-case 'name:tag' (e.g. '{name}:test')",
-                )
-
-        environment: dict[str, str] = {}
-        if "environment" in value:
-            env = value["environment"]
-            if not isinstance(env, Mapping):
-                raise self.error(
-                    (*field, "environment"), f"must be a mapping of NAME: value, got {_describe(env)}"
-                )
-            for env_name, env_value in env.items():
-                env_field = (*field, "environment", str(env_name))
-                if not isinstance(env_name, str) or not ENV_NAME_RE.fullmatch(env_name):
-                    raise self.error(
-                        env_field,
-                        f"{env_name!r} is not an environment variable name: letters, digits, '_'",
-                        at_key=True,
-                    )
-                if not isinstance(env_value, str):
-                    raise self.error(
-                        env_field,
-                        f'must be a string, got {_describe(env_value)}: quote it (e.g. {env_name}: "1")',
-                    )
-                environment[env_name] = env_value
-
-        if "build" in value:
-            build_dir = self._relative_path(root, value["build"], (*field, "build"))
+        if overrides.health is not None:
+            health, where = overrides.health, ("health",)
         else:
-            build_dir = (root / "services" / name).resolve()
-        if not build_dir.is_dir():
-            what = "is not a folder" if build_dir.exists() else "does not exist"
-            raise self.error(
-                (*field, "build"),
-                f"build folder {build_dir} {what}; create it or set `build:` to the service's folder",
+            found, where = self._lookup(value, field, SERVICE_ALIASES["health"], _is_text, "a string")
+            health = self.config.health_path if found is _MISSING else self._string(found, where)
+        if not HEALTH_RE.fullmatch(health):
+            raise self._field_error(
+                overrides.health is not None,
+                (*config_field, "health"),
+                where,
+                f"{health!r} is not a URL path: start with '/' and use no spaces or quotes-breaking "
+                "characters (e.g. /health)",
             )
 
-        if "dockerfile" in value:
-            dockerfile = self._relative_path(root, value["dockerfile"], (*field, "dockerfile"))
-        else:
-            dockerfile = (build_dir / "Dockerfile").resolve()
-            if not dockerfile.is_relative_to(root):
-                raise self.error(
-                    (*field, "dockerfile"),
-                    f"{dockerfile} is not under the system root {root}; docker builds from the root",
-                )
-        if not dockerfile.is_file():
-            what = "is not a file" if dockerfile.exists() else "does not exist"
-            raise self.error(
-                (*field, "dockerfile"),
-                f"Dockerfile {dockerfile} {what}; create it or set `dockerfile:` to its path",
-            )
+        database = self._database(value, field, overrides)
+        contract = self._contract(value, field, overrides, name)
+        image = self._image(value, field, overrides, name)
+        environment = self._environment(value, field)
+        calls = self._names_list(value, field, overrides.calls, "calls")
+        queue = overrides.queue
+        if queue is None:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["queue"], _is_text, "a string")
+            queue = None if found is _MISSING else self._string(found, where)
 
         return ServiceSpec(
             name=name,
@@ -414,10 +477,221 @@ class _ServicesFile:
             port=port,
             health_path=health,
             database=database,
-            contract_module=f"{CONTRACTS_PACKAGE}.{contract}",
+            contract_module=contract,
+            events_published=self._names_list(value, field, overrides.publishes, "publishes"),
+            events_consumed=self._names_list(value, field, overrides.consumes, "consumes"),
             environment=environment,
             image=image,
+            calls=calls,
+            queue_name=queue,
+            wiring=self.config.wiring_for(name),
         )
+
+    def _field_error(
+        self, from_config: bool, config_keys: tuple[str, ...], field: tuple[str, ...], problem: str
+    ) -> ConfigError:
+        return self.config.table.error(config_keys, problem) if from_config else self.error(field, problem)
+
+    def _build_dir(
+        self, root: Path, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides
+    ) -> Path:
+        if overrides.build is not None:
+            build_dir = self._relative_path(root, overrides.build, ("build",))
+            where = (*field, "build")
+        else:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["build"], _is_text, "a string")
+            if found is _MISSING:
+                build_dir = (root / "services" / field[-1]).resolve()
+                where = (*field, "build")
+            else:
+                build_dir = self._relative_path(root, found, where)
+        if not build_dir.is_dir():
+            what = "is not a folder" if build_dir.exists() else "does not exist"
+            raise self.error(
+                where, f"build folder {build_dir} {what}; create it or set `build:` to the service's folder"
+            )
+        return build_dir
+
+    def _dockerfile(
+        self,
+        root: Path,
+        value: Mapping[Any, Any],
+        field: tuple[str, ...],
+        overrides: ServiceOverrides,
+        build_dir: Path,
+    ) -> Path:
+        where = (*field, "dockerfile")
+        if overrides.dockerfile is not None:
+            dockerfile = self._relative_path(root, overrides.dockerfile, where)
+        else:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["dockerfile"], _is_text, "a string")
+            if found is _MISSING:
+                where = (*field, "dockerfile")
+                dockerfile = (build_dir / "Dockerfile").resolve()
+                if not dockerfile.is_relative_to(root):
+                    raise self.error(
+                        where,
+                        f"{dockerfile} is not under the system root {root}; docker builds from the root",
+                    )
+            else:
+                dockerfile = self._relative_path(root, found, where)
+        if not dockerfile.is_file():
+            what = "is not a file" if dockerfile.exists() else "does not exist"
+            raise self.error(
+                where, f"Dockerfile {dockerfile} {what}; create it or set `dockerfile:` to its path"
+            )
+        return dockerfile
+
+    def _port(
+        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, dockerfile: Path
+    ) -> int:
+        if overrides.port is not None:
+            return overrides.port
+        found, where = self._lookup(
+            value, field, SERVICE_ALIASES["port"], _is_port_like, "an integer port number"
+        )
+        if found is not _MISSING:
+            port = _container_port(found)
+            if port is None:
+                raise self.error(where, f"must be an integer port number, got {_describe(found)}")
+            if not 1 <= port <= 65535:
+                raise self.error(where, f"{port} is out of range; a port is 1..65535")
+            return port
+        from .dockerfile import exposed_ports
+
+        exposed = exposed_ports(dockerfile)
+        if exposed:
+            return exposed[0]
+        raise self.error(
+            field,
+            f"no container port: services.yml names none (port:, container_port:, http.port:) and "
+            f"{dockerfile} has no EXPOSE; add one of them, or `port = ...` under "
+            f"[tool.integration.services.{field[-1]}]",
+        )
+
+    def _database(
+        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides
+    ) -> str | None:
+        if overrides.database is not None:
+            database: str | None = overrides.database or None
+            where = (*field, "database")
+        else:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["database"], _is_text, "a string")
+            database = None if found is _MISSING else self._string(found, where)
+        if database is not None and not DATABASE_RE.fullmatch(database):
+            raise self.error(
+                where,
+                f"{database!r} is not a plain PostgreSQL database name: use lower-case letters, digits "
+                "and '_', starting with a letter or '_', at most 63 characters",
+            )
+        return database
+
+    def _contract(
+        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, name: str
+    ) -> str | None:
+        """The contract module: a dotted path (architecture.contracts.links), a short name under
+        architecture.contracts, or a file path; by default architecture.contracts.<name>, when it exists."""
+        explicit = True
+        where = (*field, "contract")
+        if overrides.contract is not None:
+            contract = overrides.contract
+        else:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["contract"], _is_text, "a string")
+            if found is _MISSING:
+                explicit = False
+                contract = name.replace("-", "_")
+            else:
+                contract = self._string(found, where)
+        if contract.endswith(".py") and "/" in contract:
+            contract = contract.removesuffix(".py").replace("/", ".")
+        parts = contract.split(".")
+        if contract.endswith(".py") or not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+            raise self.error(
+                where,
+                f"{contract!r} is not a module name: give a dotted module path "
+                f"({CONTRACTS_PACKAGE}.links) or a module name under {CONTRACTS_PACKAGE} (links)",
+            )
+        module = f"{CONTRACTS_PACKAGE}.{contract}"
+        if len(parts) > 1 and (
+            contract.startswith(CONTRACTS_PACKAGE.split(".")[0] + ".")
+            or not _contract_file(self.path.parent.parent, module).is_file()
+        ):
+            module = contract  # a whole module path; `shared.links` under architecture.contracts if there
+        if not explicit and not _contract_file(self.path.parent.parent, module).is_file():
+            return None  # no contract of that name: its events come from services.yml or the config
+        return module
+
+    def _image(
+        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, name: str
+    ) -> str:
+        image = f"{name}:test"
+        where = (*field, "image")
+        if overrides.image is not None:
+            image = overrides.image
+        else:
+            found, where = self._lookup(value, field, SERVICE_ALIASES["image"], _is_text, "a string")
+            if found is not _MISSING:
+                image = self._string(found, where)
+        if not IMAGE_RE.fullmatch(image):
+            raise self.error(
+                where, f"{image!r} is not a Docker image tag: use lower-case 'name:tag' (e.g. '{name}:test')"
+            )
+        return image
+
+    def _environment(self, value: Mapping[Any, Any], field: tuple[str, ...]) -> dict[str, str]:
+        env, where = self._lookup(value, field, SERVICE_ALIASES["environment"], _is_mapping, "a mapping")
+        environment: dict[str, str] = {}
+        if env is _MISSING:
+            return environment
+        assert isinstance(env, Mapping)
+        for env_name, env_value in env.items():
+            env_field = (*where, str(env_name))
+            if not isinstance(env_name, str) or not ENV_NAME_RE.fullmatch(env_name):
+                raise self.error(
+                    env_field,
+                    f"{env_name!r} is not an environment variable name: letters, digits, '_'",
+                    at_key=True,
+                )
+            if isinstance(env_value, bool) or not isinstance(env_value, str | int | float):
+                raise self.error(
+                    env_field,
+                    f'must be a string, got {_describe(env_value)}: quote it (e.g. {env_name}: "1")',
+                )
+            environment[env_name] = str(env_value)
+        return environment
+
+    def _names_list(
+        self, value: Mapping[Any, Any], field: tuple[str, ...], override: tuple[str, ...] | None, kind: str
+    ) -> tuple[str, ...]:
+        if override is not None:
+            return override
+        found, _ = self._lookup(value, field, SERVICE_ALIASES[kind], _is_names, "a list of names")
+        if found is _MISSING:
+            return ()
+        names = [found] if isinstance(found, str) else list(found)  # type: ignore[call-overload]
+        return tuple(dict.fromkeys(str(n) for n in names))
+
+    def _check_calls(self, specs: list[ServiceSpec]) -> None:
+        names = {s.name for s in specs}
+        for spec in specs:
+            for callee in spec.calls:
+                if callee not in names:
+                    raise self.error(
+                        ("services", spec.name, "calls"),
+                        f"calls {callee!r}, which is not a service here "
+                        f"(services: {', '.join(sorted(names))})",
+                    )
+                if callee == spec.name:
+                    raise self.error(("services", spec.name, "calls"), "a service cannot call itself")
+        graph = {s.name: s.calls for s in specs}
+        for start in graph:
+            cycle = _cycle_from(start, graph)
+            if cycle:
+                raise self.error(
+                    ("services", start, "calls"),
+                    f"services call each other in a circle ({' -> '.join(cycle)}); each waits for the "
+                    "other to be healthy, so none would start: drop one of the calls from the list",
+                )
 
     def _check_unique(self, specs: list[ServiceSpec], base_images: BaseImages) -> None:
         compose_names = {"broker": "the message broker"}
@@ -542,18 +816,18 @@ def _import_contract(root: Path, services_file: Path, spec: ServiceSpec) -> tupl
     return module, path
 
 
-def _event_names(module: ModuleType, path: Path, variable: str) -> tuple[str, ...]:
+def _event_classes(module: ModuleType, path: Path, variable: str) -> list[type[BaseModel]]:
     field = f"{module.__name__}.{variable}"
     events = getattr(module, variable, None)
     if events is None:
         if hasattr(module, variable):
             raise ConfigError(path, field, "is None; make it a list of event classes (or remove it)")
-        return ()
+        return []
     if not isinstance(events, list | tuple):
         raise ConfigError(
             path, field, f"must be a list of pydantic model classes, got {type(events).__name__}"
         )
-    names: list[str] = []
+    classes: list[type[BaseModel]] = []
     for i, event in enumerate(events):
         if not (isinstance(event, type) and issubclass(event, BaseModel)) or event is BaseModel:
             shown = event.__name__ if isinstance(event, type) else repr(event)[:60]
@@ -563,27 +837,106 @@ def _event_names(module: ModuleType, path: Path, variable: str) -> tuple[str, ..
                 f"{shown} is not a pydantic model class: list event classes (subclasses of "
                 "pydantic.BaseModel), not instances or names",
             )
-        if event.__name__ not in names:
-            names.append(event.__name__)
-    return tuple(names)
+        if event not in classes:
+            classes.append(event)
+    return classes
 
 
-def _read_events(
-    root: Path, services_file: Path, services: tuple[ServiceSpec, ...]
-) -> tuple[ServiceSpec, ...]:
-    resolved: list[ServiceSpec] = []
-    contract_files: dict[str, Path] = {}
+def _declared_routing_key(event: type[BaseModel], attribute: str) -> str | None:
+    """An event class's own routing key: a class attribute (a ClassVar) or a field's default."""
+    value = getattr(event, attribute, None)
+    if isinstance(value, str) and value:
+        return value
+    declared = event.model_fields.get(attribute)
+    if declared is not None and isinstance(declared.default, str) and declared.default:
+        return declared.default
+    return None
+
+
+class _Contracts:
+    """What the contract modules say: the event classes by name, their routing keys, and each
+    service's events once services.yml's lists, the config and the contracts' lists are merged."""
+
+    def __init__(self) -> None:
+        self.classes: dict[str, type[BaseModel]] = {}
+        self.routing_keys: dict[str, str] = {}
+        self.event_classes: dict[str, str] = {}
+        self.services: tuple[ServiceSpec, ...] = ()
+
+    def learn(self, module: ModuleType, path: Path, config: SystemConfig) -> None:
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel:
+                self.classes.setdefault(value.__name__, value)
+        mapping = getattr(module, "ROUTING_KEYS", None)
+        if isinstance(mapping, Mapping):
+            for event, key in mapping.items():
+                name = event.__name__ if isinstance(event, type) else str(event)
+                if not isinstance(key, str) or not key:
+                    raise ConfigError(
+                        path, f"{module.__name__}.ROUTING_KEYS[{name}]", "must be a routing key string"
+                    )
+                self.routing_keys.setdefault(name, key)
+
+    def resolve_name(self, name: str) -> str:
+        """An event named in services.yml: its class name, or a routing key that one class declares."""
+        if name in self.classes:
+            return name
+        for event, key in self.routing_keys.items():
+            if key == name:
+                return event
+        return name
+
+
+def _read_contracts(
+    root: Path, services_file: Path, services: tuple[ServiceSpec, ...], config: SystemConfig
+) -> _Contracts:
+    contracts = _Contracts()
+    modules: dict[str, tuple[ModuleType, Path]] = {}
     with _contracts_importable(root):
         for spec in services:
-            module, path = _import_contract(root, services_file, spec)
-            contract_files[spec.name] = path
+            if spec.contract_module and spec.contract_module not in modules:
+                modules[spec.contract_module] = _import_contract(root, services_file, spec)
+        for module, path in modules.values():
+            contracts.learn(module, path, config)
+        # Classes may live in a module no service names (architecture/contracts/events.py).
+        folder = root.joinpath(*CONTRACTS_PACKAGE.split("."))
+        if folder.is_dir():
+            for file in sorted(folder.glob("*.py")):
+                name = f"{CONTRACTS_PACKAGE}.{file.stem}"
+                if file.stem.startswith("_") or name in modules:
+                    continue
+                module = sys.modules.get(name)
+                if module is not None:
+                    contracts.learn(module, file, config)
+        for event, cls in contracts.classes.items():
+            declared = _declared_routing_key(cls, config.routing_key_attribute)
+            if declared and event not in contracts.routing_keys:
+                contracts.routing_keys[event] = declared
+        contracts.routing_keys.update(config.routing_keys)
+
+        resolved: list[ServiceSpec] = []
+        contract_files: dict[str, Path] = {}
+        for spec in services:
+            published = [contracts.resolve_name(e) for e in spec.events_published]
+            consumed = [contracts.resolve_name(e) for e in spec.events_consumed]
+            if spec.contract_module:
+                module, path = modules[spec.contract_module]
+                contract_files[spec.name] = path
+                if not spec.events_published:
+                    published = [c.__name__ for c in _event_classes(module, path, config.published_variable)]
+                if not spec.events_consumed:
+                    consumed = [c.__name__ for c in _event_classes(module, path, config.consumed_variable)]
             resolved.append(
                 replace(
                     spec,
-                    events_published=_event_names(module, path, EVENTS_PUBLISHED),
-                    events_consumed=_event_names(module, path, EVENTS_CONSUMED),
+                    events_published=tuple(dict.fromkeys(published)),
+                    events_consumed=tuple(dict.fromkeys(consumed)),
                 )
             )
+    contracts.event_classes = {
+        name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in contracts.classes.items()
+    }
+    contracts.routing_keys = {e: k for e, k in contracts.routing_keys.items() if k != e}
 
     publishers: dict[str, list[str]] = {}
     for spec in resolved:
@@ -593,11 +946,15 @@ def _read_events(
         for event in spec.events_consumed:
             if event not in publishers:
                 known = ", ".join(f"{e} ({', '.join(s)})" for e, s in publishers.items()) or "none"
+                where = contract_files.get(spec.name, services_file)
                 raise ConfigError(
-                    contract_files[spec.name],
-                    f"{spec.contract_module}.{EVENTS_CONSUMED}",
+                    where,
+                    f"{spec.contract_module}.{config.consumed_variable}"
+                    if spec.name in contract_files and where != services_file
+                    else f"services.{spec.name}.consumes",
                     f"service {spec.name!r} consumes event {event!r} but no service publishes it "
-                    f"(published events: {known}); add it to a publisher's {EVENTS_PUBLISHED} or stop "
-                    "consuming it",
+                    f"(published events: {known}); add it to a publisher's {config.published_variable} "
+                    "or stop consuming it",
                 )
-    return tuple(resolved)
+    contracts.services = tuple(resolved)
+    return contracts

@@ -6,6 +6,8 @@ A finding is printed as one line:
 
     <severity> <file>:<line>: <problem>. Fix: <fix>
 
+(an `info` line says what the toolkit does on its own, and how to change it, instead of a fix).
+
 Findings that belong to no file name a place in angle brackets instead (`<docker>`, `<port 47100>`,
 `<pid 812>`). Codes:
 
@@ -14,18 +16,21 @@ Findings that belong to no file name a place in angle brackets instead (`<docker
     D102  a function-level import shadows a module-level name, or the function uses the name before it
     D103  a service imports `architecture` but its Dockerfile does not copy architecture/ into the image
     D104  a COPY/ADD source is not in the build context (the system root), e.g. folder-relative paths
-    D105  a FROM is hard-coded (no offline stand-in), or uses ${PYTHON_IMAGE} without declaring the ARG
+    D105  a FROM does not take ${PYTHON_IMAGE} (hard-coded), or uses it without declaring the ARG
     D106  harness code calls create_engine without poolclass=NullPool
     D107  harness code creates an httpx client outside `with` and never closes it
     D108  harness code sends TRUNCATE
     D109  a service's app has no GET route for its services.yml `health` path
     D110  services.yml or a contract module is invalid (what `load_system` refuses)
+    D111  a service's Dockerfile does not parse (an unknown instruction, an unbalanced quote, ...)
+    D112  harness code creates a SQLAlchemy engine and never disposes it
     D201  the Docker engine does not answer (live checks skipped)
     D202  docker compose is missing or older than 2.20
     D203  a service image is stale (or not built yet)
     D204  a preferred host port of the stack is taken
     D205  containers of this checkout's compose project are still there
     D206  an orphaned pytest process is still running
+    D207  a FROM image is not on this machine, so the build runs on its offline stand-in (info)
 """
 
 from __future__ import annotations
@@ -44,16 +49,18 @@ import yaml
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
 
-from .baseimages import engine_check, locally_available
+from .baseimages import engine_check, locally_available, standin_replacing
 from .buildinputs import IgnoreRule, dockerignore_for, is_ignored
 from .discovery import SERVICES_FILE, load_system
+from .dockerfile import Copy, Dockerfile, DockerfileError, From, Instruction, parse
+from .dockerfile import read as read_dockerfile
 from .errors import ConfigError, EngineError, IntegrationError
-from .images import check_images
+from .images import ImageState, check_images
 from .model import SystemSpec
 from .ports import DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
 from .stack import check_compose, project_name
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 Reporter = Callable[[str], None]
 CheckFunction = Callable[..., list["Finding"]]
 
@@ -82,6 +89,8 @@ class Finding:
         return f"{self.path}:{self.line}" if self.line else self.path
 
     def render(self) -> str:
+        if self.severity == "info":
+            return f"info {self.location}: {self.message.rstrip('. ')}. {self.fix.rstrip('. ')}"
         return f"{self.severity} {self.location}: {self.message.rstrip('. ')}. Fix: {self.fix.rstrip('. ')}"
 
 
@@ -91,6 +100,10 @@ def _error(path: str, line: int | None, code: str, message: str, fix: str) -> Fi
 
 def _warning(path: str, line: int | None, code: str, message: str, fix: str) -> Finding:
     return Finding("warning", path, line, code, message, fix)
+
+
+def _info(path: str, line: int | None, code: str, message: str, what_to_do: str) -> Finding:
+    return Finding("info", path, line, code, message, what_to_do)
 
 
 # --- the repository as the static checks see it ----------------------------------------------------------
@@ -115,6 +128,7 @@ class Project:
     services: tuple[ServiceView, ...]
     config_findings: list[Finding] = field(default_factory=list)
     _modules: dict[Path, ast.Module | SyntaxError] = field(default_factory=dict, repr=False)
+    _parsed_dockerfiles: dict[Path, Dockerfile | DockerfileError] = field(default_factory=dict, repr=False)
 
     def rel(self, path: Path | str) -> str:
         """`path` as printed: relative to the root when inside it."""
@@ -148,6 +162,15 @@ class Project:
         parsed = self._modules[path]
         return parsed if isinstance(parsed, ast.Module) else None
 
+    def dockerfile(self, path: Path) -> Dockerfile | DockerfileError:
+        """The parsed Dockerfile, or the error the reader gives for it (D111 reports that)."""
+        if path not in self._parsed_dockerfiles:
+            try:
+                self._parsed_dockerfiles[path] = read_dockerfile(path)
+            except DockerfileError as exc:
+                self._parsed_dockerfiles[path] = exc
+        return self._parsed_dockerfiles[path]
+
     def syntax_error(self, path: Path) -> SyntaxError | None:
         self.module(path)
         parsed = self._modules[path]
@@ -172,7 +195,15 @@ def load_project(root: Path) -> Project:
         project.config_findings.append(_config_finding(project, exc))
         return project
     services = tuple(ServiceView(s.name, s.build_dir, s.dockerfile, s.health_path) for s in system.services)
-    return Project(root, system, services)
+    project = Project(root, system, services)
+    for notice in system.warnings:
+        # A key that looks like a typo of one the toolkit reads: a warning, as every command prints it.
+        message, _, fix = notice.problem.partition("; ")
+        field = f"{notice.field}: " if notice.field else ""
+        project.config_findings.append(
+            _warning(project.rel(Path(notice.path)), notice.line, "D110", field + message, fix)
+        )
+    return project
 
 
 def _services_from_raw(root: Path) -> tuple[ServiceView, ...]:
@@ -211,8 +242,8 @@ _FILE_LINE_IN_PROBLEM = re.compile(r" at (/[^:\s]+\.py):(\d+)")
 def _config_finding(project: Project, exc: ConfigError) -> Finding:
     """D110: a ConfigError as a finding, with the file and line it names."""
     problem = exc.problem
-    path, line = Path(exc.path), None
-    match = _LINE_IN_PROBLEM.search(problem)
+    path, line = Path(exc.path), exc.line
+    match = None if line is not None else _LINE_IN_PROBLEM.search(problem)
     if match:
         line = int(match.group(1) or match.group(2))
         if match.group(1):
@@ -220,7 +251,7 @@ def _config_finding(project: Project, exc: ConfigError) -> Finding:
     located = _FILE_LINE_IN_PROBLEM.search(problem)
     if located and Path(located.group(1)).is_relative_to(project.root):
         path, line = Path(located.group(1)), int(located.group(2))
-    message, _, fix = problem.rpartition("; ")
+    message, _, fix = (problem, "", exc.fix) if exc.fix else problem.rpartition("; ")
     if not message:
         message, fix = problem, "see docs/conventions.md for the services.yml schema and contract modules"
     where = f"{exc.field}: " if exc.field else ""
@@ -803,97 +834,44 @@ def _function_import_findings(
 # --- Dockerfiles ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Instruction:
-    line: int
-    keyword: str  # upper case
-    args: str
+def parse_dockerfile(text: str) -> tuple[Instruction, ...]:
+    """The instructions of a Dockerfile's text and the line each starts on (`integration.dockerfile`)."""
+    return parse(text).instructions
 
 
-_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions and the line each starts on; continuations joined, comments and heredocs skipped."""
-    instructions: list[Instruction] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        stripped = lines[i].strip()
-        if not stripped or stripped.startswith("#"):
-            i += 1
-            continue
-        start, current = i + 1, ""
-        while True:
-            stripped = lines[i].strip()
-            if stripped.startswith("#") and current:
-                i += 1
-            elif stripped.endswith("\\"):
-                current += stripped[:-1] + " "
-                i += 1
-            else:
-                current += stripped
-                i += 1
-                break
-            if i >= len(lines):
-                break
-        keyword, _, args = current.strip().partition(" ")
-        instructions.append(Instruction(start, keyword.upper(), args.strip()))
-        for heredoc in _HEREDOC.finditer(args):
-            delimiter, strip_tabs = heredoc.group(3), heredoc.group(1) == "-"
-            while i < len(lines):
-                body = lines[i].lstrip("\t") if strip_tabs else lines[i]
-                i += 1
-                if body == delimiter:
-                    break
-    return instructions
-
-
-@dataclass(frozen=True)
-class CopyInstruction:
-    line: int
-    sources: tuple[str, ...]
-    dest: str
-    from_stage: bool  # --from=...: not the build context
-    stage: int  # index of the FROM stage it belongs to
-
-
-def _copies(instructions: Sequence[Instruction]) -> list[CopyInstruction]:
-    copies, stage = [], -1
-    for ins in instructions:
-        if ins.keyword == "FROM":
-            stage += 1
-        if ins.keyword not in ("COPY", "ADD") or "<<" in ins.args:
-            continue
-        args, from_stage = ins.args, False
-        while args.startswith("--"):
-            flag, _, args = args.partition(" ")
-            from_stage = from_stage or flag.startswith("--from")
-            args = args.strip()
-        tokens: list[str]
-        if args.startswith("["):
-            try:
-                tokens = [str(t) for t in yaml.safe_load(args)]  # a JSON array is YAML too
-            except (yaml.YAMLError, TypeError):
-                continue
-        else:
-            tokens = args.split()
-        if len(tokens) >= 2:
-            copies.append(CopyInstruction(ins.line, tuple(tokens[:-1]), tokens[-1], from_stage, stage))
-    return copies
-
-
-def _dockerfiles(project: Project) -> Iterator[tuple[ServiceView, Path, list[Instruction]]]:
+def _dockerfiles(project: Project) -> Iterator[tuple[ServiceView, Path, Dockerfile]]:
+    """Each service's Dockerfile once, parsed; one that does not parse is D111's, skipped here."""
     seen: set[Path] = set()
     for service in project.services:
         if service.dockerfile in seen or not service.dockerfile.is_file():
             continue
         seen.add(service.dockerfile)
-        try:
-            text = service.dockerfile.read_text()
-        except (OSError, UnicodeDecodeError):
+        parsed = project.dockerfile(service.dockerfile)
+        if isinstance(parsed, Dockerfile):
+            yield service, service.dockerfile, parsed
+
+
+@static_check("D111", title="Dockerfiles that do not parse")
+def check_dockerfile_syntax(project: Project) -> list[Finding]:
+    findings, seen = [], set()
+    for service in project.services:
+        if service.dockerfile in seen or not service.dockerfile.is_file():
             continue
-        yield service, service.dockerfile, parse_dockerfile(text)
+        seen.add(service.dockerfile)
+        parsed = project.dockerfile(service.dockerfile)
+        if isinstance(parsed, DockerfileError):
+            problem = parsed.problem.split(": ", 1)[1] if parsed.line else parsed.problem
+            findings.append(
+                _error(
+                    project.rel(service.dockerfile),
+                    parsed.line,
+                    "D111",
+                    f"service {service.name}: the Dockerfile does not parse: {problem}; `docker build` "
+                    "fails the same way",
+                    "correct the line (https://docs.docker.com/reference/dockerfile/)",
+                )
+            )
+    return findings
 
 
 def _normalized(source: str) -> str:
@@ -907,7 +885,7 @@ def _is_glob(source: str) -> bool:
 @static_check("D103", title="Dockerfiles that do not copy architecture/ for code that imports it")
 def check_architecture_copied(project: Project) -> list[Finding]:
     findings = []
-    for service, dockerfile, instructions in _dockerfiles(project):
+    for service, dockerfile, parsed in _dockerfiles(project):
         importer = None
         for file in project.python_files_under(service.build_dir):
             tree = project.module(file)
@@ -917,11 +895,11 @@ def check_architecture_copied(project: Project) -> list[Finding]:
                 break
         if importer is None:
             continue
-        if any(i.keyword == "RUN" and "type=bind" in i.args for i in instructions):
+        if parsed.bind_mounted:
             continue  # files come from a bind mount: cannot tell
-        copies = _copies(instructions)
-        froms = [i for i in instructions if i.keyword == "FROM"]
-        findings += _architecture_copy_findings(project, service, dockerfile, importer, copies, froms)
+        findings += _architecture_copy_findings(
+            project, service, dockerfile, importer, list(parsed.copies), list(parsed.froms)
+        )
     return findings
 
 
@@ -930,14 +908,14 @@ def _architecture_copy_findings(
     service: ServiceView,
     dockerfile: Path,
     importer: str,
-    copies: list[CopyInstruction],
-    froms: list[Instruction],
+    copies: list[Copy],
+    froms: list[From],
 ) -> list[Finding]:
     rel = project.rel(dockerfile)
-    explicit: list[tuple[CopyInstruction, str]] = []  # COPY architecture... (D104 checks that it exists)
-    whole: list[CopyInstruction] = []  # COPY . <dest>
+    explicit: list[tuple[Copy, str]] = []  # COPY architecture... (D104 checks that it exists)
+    whole: list[Copy] = []  # COPY . <dest>
     for copy in copies:
-        if copy.from_stage:
+        if copy.from_ is not None:
             continue
         for source in copy.sources:
             norm = _normalized(source)
@@ -981,7 +959,7 @@ def _architecture_copy_findings(
             )
         ]
     final_stage = len(froms) - 1
-    if any(c.from_stage and c.stage == final_stage for c in copies):
+    if any(c.from_ is not None and c.stage == final_stage for c in copies):
         return []  # the final stage takes its files from another stage: cannot tell
     return [
         _error(
@@ -998,12 +976,12 @@ def _architecture_copy_findings(
 @static_check("D104", title="COPY/ADD sources that are not in the build context (the system root)")
 def check_copy_sources(project: Project) -> list[Finding]:
     findings = []
-    for service, dockerfile, instructions in _dockerfiles(project):
+    for service, dockerfile, parsed in _dockerfiles(project):
         rules = dockerignore_for(project.root, dockerfile)
         rel_dockerfile = project.rel(dockerfile)
         build_cmd = f"docker build -f {rel_dockerfile} ."
-        for copy in _copies(instructions):
-            if copy.from_stage:
+        for copy in parsed.copies:
+            if copy.from_ is not None:
                 continue
             for source in copy.sources:
                 if "$" in source or "://" in source or source.startswith("git@"):
@@ -1071,31 +1049,19 @@ _PYTHON_IMAGE_REF = re.compile(r"\$\{?PYTHON_IMAGE\b")
 @static_check("D105", title="FROM lines that do not take ARG PYTHON_IMAGE")
 def check_from_lines(project: Project) -> list[Finding]:
     findings = []
-    for service, dockerfile, instructions in _dockerfiles(project):
+    for service, dockerfile, parsed in _dockerfiles(project):
         rel = project.rel(dockerfile)
-        global_args: set[str] = set()
-        stages: set[str] = set()
-        seen_from = False
-        for ins in instructions:
-            if ins.keyword == "ARG" and not seen_from:
-                global_args.add(ins.args.split("=", 1)[0].strip())
-            if ins.keyword != "FROM":
-                continue
-            seen_from = True
-            tokens = [t for t in ins.args.split() if not t.startswith("--")]
-            if not tokens:
-                continue
-            image = tokens[0]
-            if len(tokens) >= 3 and tokens[1].upper() == "AS":
-                stages.add(tokens[2].lower())
-            if image.lower() in stages or image == "scratch":
+        global_args = {arg.name for arg in parsed.global_args}
+        for from_ in parsed.froms:
+            image = from_.image
+            if image == "scratch" or parsed.stage_index(image, from_.stage) is not None:
                 continue
             if _PYTHON_IMAGE_REF.search(image):
                 if "PYTHON_IMAGE" not in global_args:
                     findings.append(
                         _error(
                             rel,
-                            ins.line,
+                            from_.line,
                             "D105",
                             f"service {service.name}: FROM {image} uses PYTHON_IMAGE but no "
                             "`ARG PYTHON_IMAGE` comes before the first FROM, so it expands to nothing and "
@@ -1104,16 +1070,28 @@ def check_from_lines(project: Project) -> list[Finding]:
                         )
                     )
                 continue
+            resolved = parsed.base_image(from_) or image
+            standin = standin_replacing(resolved)
+            if standin is not None:
+                problem = (
+                    f"FROM {image} does not take PYTHON_IMAGE, so INTEGRATION_PYTHON_IMAGE never reaches "
+                    f"it; where {resolved} cannot be pulled the build runs on a copy of the Dockerfile that "
+                    f"names the offline stand-in {standin.image} instead"
+                )
+            else:
+                problem = (
+                    f"FROM {image} does not take PYTHON_IMAGE and no offline stand-in replaces "
+                    f"{resolved}, so the build fails where no registry can be reached"
+                )
             findings.append(
                 _warning(
                     rel,
-                    ins.line,
+                    from_.line,
                     "D105",
-                    f"service {service.name}: FROM {image} is hard-coded, so the toolkit cannot substitute "
-                    "the offline stand-in (integration-local/python:3.11-slim) where no registry can be "
-                    "reached",
+                    f"service {service.name}: {problem}",
                     "start the Dockerfile with `ARG PYTHON_IMAGE=python:3.11-slim` and "
-                    "`FROM ${PYTHON_IMAGE}`",
+                    "`FROM ${PYTHON_IMAGE}`"
+                    + ("" if standin is not None else f", or keep {resolved} on this machine (docker load)"),
                 )
             )
     return findings
@@ -1183,17 +1161,6 @@ def _httpx_client_names(tree: ast.Module) -> tuple[set[str], set[str]]:
     return classes, modules
 
 
-def _target_key(node: ast.expr) -> str | None:
-    """`name` or `.attr` for what a client is stored in (subscripts: the container)."""
-    while isinstance(node, ast.Subscript):
-        node = node.value
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return "." + node.attr
-    return None
-
-
 @static_check("D107", title="httpx clients in harness code that are never closed")
 def check_http_clients(project: Project) -> list[Finding]:
     findings = []
@@ -1215,7 +1182,7 @@ def check_http_clients(project: Project) -> list[Finding]:
                 and isinstance(func.value, ast.Name)
                 and func.value.id in modules
             )
-            if not is_client or _client_is_owned(node, parents):
+            if not is_client or _is_released(node, tree, parents, CLIENT_CLOSERS):
                 continue
             findings.append(
                 _warning(
@@ -1231,56 +1198,247 @@ def check_http_clients(project: Project) -> list[Finding]:
     return findings
 
 
-def _closes(scope: ast.AST, keys: set[str] | None) -> bool:
-    """Whether `scope` closes one of `keys` (`.close()`, `.aclose()`, `with key:`); any close when None."""
-    for node in ast.walk(scope):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in ("close", "aclose") and (
-                keys is None or _target_key(node.func.value) in keys
-            ):
-                return True
-        elif isinstance(node, ast.withitem) and keys is not None and _target_key(node.context_expr) in keys:
+@static_check("D112", title="SQLAlchemy engines in harness code that are never disposed")
+def check_engine_disposal(project: Project) -> list[Finding]:
+    findings = []
+    for path in project.harness_files:
+        tree = project.module(path)
+        if tree is None:
+            continue
+        parents = _parents(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and _call_name(node) in ENGINE_FACTORIES):
+                continue
+            if _is_released(node, tree, parents, ENGINE_CLOSERS):
+                continue
+            findings.append(
+                _warning(
+                    project.rel(path),
+                    node.lineno,
+                    "D112",
+                    f"the engine {_call_name(node)}() creates in harness code is never disposed in this "
+                    "module: its connections (and an async engine's event-loop callbacks) outlive the tests",
+                    "call engine.dispose() (await it for an async engine) where its owner is torn down, "
+                    "or register it on an ExitStack (stack.callback(engine.dispose))",
+                )
+            )
+    return findings
+
+
+# --- who releases a client or an engine ------------------------------------------------------------------
+#
+# A resource created by a call is released when the call sits in `with` or is handed to an exit stack
+# (`enter_context`, `closing`), when it is returned or yielded (its caller owns it), or when what holds it
+# is released later in the module: `x.close()`, `x.close` given as a callback, `with x`, `closing(x)`,
+# `stack.enter_context(x)`, `close_all(x)`. What holds it is followed through aliases (`self.c = c`) and
+# containers (`self.clients.append(c)`, `clients[name] = Client()`, `[Client(), Client()]`): a container
+# is released by a loop or comprehension over it (`for c in self.clients.values(): c.close()`), by
+# `clients.pop().close()` / `clients[name].close()`, or by passing it to a function named like close.
+# When the analysis cannot tell (the resource is passed to some other call), any release in the module
+# counts: a doctor's false alarm costs more than a missed warning.
+
+CLIENT_CLOSERS = frozenset({"close", "aclose"})
+ENGINE_CLOSERS = frozenset({"dispose"})
+# Methods that put their argument into the container they are called on.
+_CONTAINER_ADDERS = frozenset(
+    {"append", "appendleft", "add", "extend", "insert", "setdefault", "update", "put", "put_nowait"}
+)
+# Calls that own what they are given: an exit stack, contextlib.closing.
+_RELEASE_TAKERS = CONTEXT_TAKERS | {"push", "push_async_exit"}
+_RELEASING_WORDS = ("close", "dispose", "shutdown", "cleanup", "teardown", "release")
+_PASS_THROUGH = (ast.keyword, ast.IfExp, ast.BoolOp, ast.Await, ast.Starred)
+_CONTAINERS = (
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+    ast.Dict,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
+
+
+@dataclass
+class _Holders:
+    """Names (`client`) and attributes (`.client`) holding a resource, and containers holding it."""
+
+    direct: set[str] = field(default_factory=set)
+    containers: set[str] = field(default_factory=set)
+
+
+def _target_key(node: ast.expr) -> str | None:
+    """`name` or `.attr` for what a value is stored in (subscripts: the container)."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return "." + node.attr
+    return None
+
+
+def _keys_in(node: ast.AST) -> set[str]:
+    """The key of every name and attribute in `node`."""
+    return {key for sub in ast.walk(node) if isinstance(sub, ast.expr) and (key := _target_key(sub))}
+
+
+def _flatten(target: ast.expr) -> list[ast.expr]:
+    if isinstance(target, ast.Tuple | ast.List):
+        return [t for element in target.elts for t in _flatten(element)]
+    if isinstance(target, ast.Starred):
+        return _flatten(target.value)
+    return [target]
+
+
+def _assign_targets(node: ast.AST) -> list[ast.expr]:
+    if isinstance(node, ast.Assign):
+        return list(node.targets)
+    if isinstance(node, ast.AnnAssign | ast.AugAssign | ast.NamedExpr):
+        return [node.target]
+    return []
+
+
+def _first_holders(call: ast.Call, parents: dict[int, ast.AST]) -> _Holders | bool | None:
+    """Where the resource `call` creates goes first: True when owned on the spot, False when dropped,
+    None when handed to a call the analysis cannot follow, else what holds it."""
+    node: ast.AST = call
+    parent = parents.get(id(node))
+    contained = False
+    while isinstance(parent, _PASS_THROUGH + _CONTAINERS):
+        contained = contained or isinstance(parent, _CONTAINERS)
+        node, parent = parent, parents.get(id(parent))
+    if isinstance(parent, ast.withitem | ast.Return | ast.Yield | ast.YieldFrom | ast.Lambda):
+        return True
+    if isinstance(parent, ast.comprehension):
+        return None  # iterated over: too odd to judge
+    if isinstance(parent, ast.Call):
+        if _call_name(parent) in _RELEASE_TAKERS:
             return True
+        func = parent.func
+        if node is not func and isinstance(func, ast.Attribute) and func.attr in _CONTAINER_ADDERS:
+            key = _target_key(func.value)
+            return _Holders(containers={key}) if key else None
+        return None
+    holders = _Holders()
+    for target in _assign_targets(parent) if parent is not None else []:
+        unpacked = isinstance(target, ast.Tuple | ast.List)
+        for element in _flatten(target):
+            key = _target_key(element)
+            if key is None:
+                continue
+            if isinstance(element, ast.Subscript) or (contained and not unpacked):
+                holders.containers.add(key)
+            else:
+                holders.direct.add(key)
+            if unpacked and contained:
+                holders.containers.add(key)
+    return holders if holders.direct or holders.containers else False
+
+
+def _held_kind(value: ast.expr, holders: _Holders) -> str | None:
+    """What `value` is, as far as `holders` go: "direct" (a resource: `c`, `clients[k]`,
+    `clients.pop()`), "container" (`clients`, `[c, d]`) or None (neither)."""
+    element_of = isinstance(value, ast.Call) and (
+        isinstance(value.func, ast.Attribute)
+        and value.func.attr in ("pop", "popitem", "popleft", "get", "get_nowait")
+    )
+    if element_of:
+        assert isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+        return "direct" if _target_key(value.func.value) in holders.containers else None
+    key = _target_key(value)
+    if isinstance(value, ast.Subscript) and key in holders.containers:
+        return "direct"
+    if key in holders.direct and not isinstance(value, ast.Subscript):
+        return "direct"
+    if key in holders.containers or (isinstance(value, _CONTAINERS) and _keys_in(value) & holders.direct):
+        return "container"
+    return None
+
+
+def _follow_aliases(tree: ast.AST, holders: _Holders) -> None:
+    """Add what `holders` is copied into: `other = client`, `self.c = c`, `bag.append(c)`, `d[k] = c`,
+    `x = clients[k]` or `clients.pop()` (an element of a container), `others = [c]`."""
+    for _round in range(8):
+        before = (len(holders.direct), len(holders.containers))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                if (
+                    isinstance(func, ast.Attribute)
+                    and func.attr in _CONTAINER_ADDERS
+                    and (key := _target_key(func.value))
+                    and any(_target_key(arg) in holders.direct for arg in node.args)
+                ):
+                    holders.containers.add(key)
+                continue
+            value = getattr(node, "value", None)
+            targets = _assign_targets(node)
+            kind = _held_kind(value, holders) if isinstance(value, ast.expr) and targets else None
+            if kind is None:
+                continue
+            for element in (e for t in targets for e in _flatten(t)):
+                key = _target_key(element)
+                if key is None:
+                    continue
+                if kind == "direct" and not isinstance(element, ast.Subscript):
+                    holders.direct.add(key)
+                else:
+                    holders.containers.add(key)  # d[k] = c, others = clients, others = [c]
+        if (len(holders.direct), len(holders.containers)) == before:
+            return
+
+
+def _releases(scope: ast.AST, holders: _Holders, closers: frozenset[str]) -> bool:
+    """Whether `scope` releases what `holders` names (see the comment above)."""
+    everything = holders.direct | holders.containers
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Attribute) and node.attr in closers:
+            if _target_key(node.value) in holders.direct or _keys_in(node.value) & holders.containers:
+                return True  # c.close(), stack.callback(c.close), clients[k].close(), clients.pop().close()
+        elif isinstance(node, ast.withitem) and _target_key(node.context_expr) in holders.direct:
+            return True
+        elif isinstance(node, ast.Call):
+            name = (_call_name(node) or "").lower()
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if name in _RELEASE_TAKERS and any(_target_key(a) in holders.direct for a in arguments):
+                return True  # closing(c), stack.enter_context(c), stack.push(c)
+            if any(word in name for word in _RELEASING_WORDS) and any(
+                _keys_in(a) & everything for a in arguments
+            ):
+                return True  # close_all(self.clients)
+        if isinstance(node, ast.For | ast.AsyncFor):
+            loops = [(node.iter, node.target, node.body)]
+        elif isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+            body = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            loops = [(g.iter, g.target, body) for g in node.generators]
+        else:
+            continue
+        for iterated, target, body in loops:
+            if not _keys_in(iterated) & everything:
+                continue
+            names = {key for t in _flatten(target) if (key := _target_key(t))}
+            each = _Holders(direct=names)
+            if names and any(_releases(part, each, closers) for part in body):
+                return True  # for c in self.clients.values(): c.close()
     return False
 
 
-def _client_is_owned(call: ast.Call, parents: dict[int, ast.AST]) -> bool:
-    """Whether something closes the client `call` creates: a `with`, an exit stack, or a close() call."""
-    parent = parents.get(id(call))
-    while isinstance(parent, ast.keyword | ast.IfExp | ast.BoolOp):  # `x if c else Client()`, `x or Client()`
-        parent = parents.get(id(parent))
-    if isinstance(parent, ast.withitem):
-        return True
-    if isinstance(parent, ast.Return):
-        return True  # handed to the caller, which owns it
-    module = parent
-    while module is not None and not isinstance(module, ast.Module):
-        module = parents.get(id(module))
-    if module is None:
-        return False
-    if isinstance(parent, ast.Call):
-        if _call_name(parent) in CONTEXT_TAKERS:
-            return True
-        return _closes(module, None)  # passed on (a constructor, list.append): whoever closes anything
-    targets: list[ast.expr] = []
-    if isinstance(parent, ast.Assign):
-        targets = list(parent.targets)
-    elif isinstance(parent, ast.AnnAssign | ast.NamedExpr):
-        targets = [parent.target]
-    keys = {k for k in (_target_key(t) for t in targets) if k}
-    if not keys:
-        return False  # used and dropped: `httpx.Client().get(...)`
-    if any(isinstance(t, ast.Subscript) for t in targets):
-        keys_or_any: set[str] | None = None  # kept in a container: closed in a loop over it
-    else:
-        keys_or_any = keys
-    scope: ast.AST = module
-    if any(k.startswith(".") for k in keys):
-        owner = parents.get(id(parent))
-        while owner is not None and not isinstance(owner, ast.ClassDef | ast.Module):
-            owner = parents.get(id(owner))
-        scope = owner or module
-    return _closes(scope, keys_or_any)
+def _any_release(tree: ast.AST, closers: frozenset[str]) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr in closers for n in ast.walk(tree))
+
+
+def _is_released(
+    call: ast.Call, tree: ast.Module, parents: dict[int, ast.AST], closers: frozenset[str]
+) -> bool:
+    """Whether something releases the client or engine that `call` creates (see the comment above)."""
+    first = _first_holders(call, parents)
+    if isinstance(first, bool):
+        return first
+    if first is None:
+        return _any_release(tree, closers)  # passed on (a constructor): whoever releases anything
+    _follow_aliases(tree, first)
+    return _releases(tree, first, closers)
 
 
 @static_check("D108", title="TRUNCATE in harness SQL")
@@ -1346,6 +1504,16 @@ class LiveContext:
     port_base: int = DEFAULT_BASE
     proc: Path = Path("/proc")
     is_free: Callable[[int], bool] = port_is_free
+    _image_states: list[ImageState] | None = field(default=None, repr=False)
+
+    def image_states(self) -> list[ImageState]:
+        """`check_images` of the system, once for every live check that needs it (the same hash and
+        the same FROM substitutions as the build and `require_fresh`)."""
+        if self._image_states is None:
+            assert self.system is not None
+            base = locally_available(self.system.base_images, self.client)
+            self._image_states = check_images(self.system, base, self.client)
+        return self._image_states
 
 
 def _engine_down(ctx: LiveContext) -> Finding | None:
@@ -1379,18 +1547,12 @@ def check_stale_images(ctx: LiveContext) -> list[Finding]:
     system = ctx.system
     if system is None:
         return []
-    base = locally_available(system.base_images, ctx.client)
     findings = []
     build = f"{BUILD_COMMAND} (or python -m integration build --root {system.root})"
-    for state in check_images(system, base, ctx.client):
+    for state in ctx.image_states():
         if state.fresh:
             continue
-        dockerfile = system.service(state.service).dockerfile
-        rel = (
-            dockerfile.relative_to(system.root).as_posix()
-            if dockerfile.is_relative_to(system.root)
-            else str(dockerfile)
-        )
+        rel = _dockerfile_rel(system, state.service)
         if state.image_id is None:
             findings.append(
                 _warning(
@@ -1417,6 +1579,33 @@ def check_stale_images(ctx: LiveContext) -> list[Finding]:
             )
         )
     return findings
+
+
+def _dockerfile_rel(system: SystemSpec, service: str) -> str:
+    dockerfile = system.service(service).dockerfile
+    if dockerfile.is_relative_to(system.root):
+        return dockerfile.relative_to(system.root).as_posix()
+    return str(dockerfile)
+
+
+@live_check("D207", title="FROM images built on an offline stand-in")
+def check_substituted_bases(ctx: LiveContext) -> list[Finding]:
+    if ctx.system is None:
+        return []
+    return [
+        _info(
+            _dockerfile_rel(ctx.system, state.service),
+            substitution.line,
+            "D207",
+            substitution.describe(state.service)
+            + f", because {substitution.image} is not on this machine (and no registry gave it); the "
+            "build uses a rewritten copy of the Dockerfile outside the repository",
+            f"To build on {substitution.image} itself, make it present (docker pull {substitution.image}, "
+            "or docker load) and build again",
+        )
+        for state in ctx.image_states()
+        for substitution in state.substitutions
+    ]
 
 
 _TCP_STATES = {"01": "ESTABLISHED", "06": "TIME-WAIT", "08": "CLOSE-WAIT", "0A": "LISTEN"}
@@ -1645,11 +1834,13 @@ def run_doctor(root: Path, *, live: bool = True, report: Reporter = print) -> in
     for finding in findings:
         report(finding.render())
     errors = sum(f.severity == "error" for f in findings)
-    warnings = len(findings) - errors
+    warnings = sum(f.severity == "warning" for f in findings)
+    notes = sum(f.severity == "info" for f in findings)
     kind = "static and live" if live else "static"
     plural = {1: ""}
+    noted = f", {notes} note{plural.get(notes, 's')}" if notes else ""
     report(
-        f"doctor: {errors} error{plural.get(errors, 's')}, {warnings} warning{plural.get(warnings, 's')} "
-        f"({kind} checks of {project.root})"
+        f"doctor: {errors} error{plural.get(errors, 's')}, {warnings} warning{plural.get(warnings, 's')}"
+        f"{noted} ({kind} checks of {project.root})"
     )
     return 1 if errors else 0

@@ -19,12 +19,24 @@ class ConfigError(IntegrationError):
 
     exit_status = 2
 
-    def __init__(self, path: object, field: str | None, problem: str) -> None:
+    def __init__(
+        self,
+        path: object,
+        field: str | None,
+        problem: str,
+        *,
+        line: int | None = None,
+        fix: str | None = None,
+    ) -> None:
         self.path = str(path)
         self.field = field
         self.problem = problem
+        self.line = line
+        self.fix = fix
         where = f"{self.path}: {field}" if field else self.path
-        super().__init__(f"{where}: {problem}")
+        at = f" (line {line})" if line is not None and f"line {line}" not in problem else ""
+        then = f"; {fix}" if fix else ""
+        super().__init__(f"{where}: {problem}{at}{then}")
 
 
 class EngineError(IntegrationError):

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json as jsonlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -40,12 +42,10 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Engine
 
-from integration.broker import STATS_INTERVAL, BrokerAdmin, BrokerError, QueueState
+from integration.broker import STACK_STATS_INTERVAL, STATS_INTERVAL, BrokerAdmin, BrokerError, QueueState
 from integration.database import (
     DEFAULT_EXCLUDED_TABLES,
     DEFAULT_LOCK_TIMEOUT,
-    DEFAULT_OUTBOX_TABLE,
-    DEFAULT_PROCESSED_TABLE,
     DEFAULT_RESET_ATTEMPTS,
     EventTables,
     OutboxRow,
@@ -56,7 +56,7 @@ from integration.database import (
     reset_database,
 )
 from integration.errors import HarnessError
-from integration.model import ServiceEndpoint, StackEndpoints
+from integration.model import OutboxColumns, ServiceEndpoint, StackEndpoints
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +191,18 @@ class RealServiceHarness:
     """
 
     # Event name -> contract event model: what get_published_events() turns outbox payloads into.
-    # Fill from the contracts, e.g. `event_types = event_map(links.EVENTS_PUBLISHED)`.
+    # Empty (the default): the events discovery found in the contracts (and their routing keys).
     event_types: Mapping[str, type[BaseModel]] = {}
-    # Consumer service -> the event names (or classes) it consumes, from the contracts' EVENTS_CONSUMED:
-    # wait_for_events_processed() expects each of those events in the consumer's processed table.
+    # Consumer service -> the event names (or classes) it consumes; empty (the default): what
+    # services.yml and the contracts say. wait_for_events_processed() expects each of those events in
+    # the consumer's processed table.
     consumed: Mapping[str, Collection[str | type]] = {}
-    # The publishers' and consumers' event tables (docs/conventions.md).
-    outbox_table: str = DEFAULT_OUTBOX_TABLE
-    processed_table: str = DEFAULT_PROCESSED_TABLE
+    # The publishers' and consumers' event tables and columns; None (the default): the system's
+    # ([tool.integration.events], else docs/conventions.md).
+    outbox_table: str | None = None
+    processed_table: str | None = None
+    outbox_columns: OutboxColumns | None = None
+    processed_event_id: str | None = None
     # Tables a reset leaves alone: the migration tools' bookkeeping.
     reset_exclude: frozenset[str] = DEFAULT_EXCLUDED_TABLES
     # Seconds one reset attempt waits for a lock a service holds, and how many attempts it makes.
@@ -226,6 +230,17 @@ class RealServiceHarness:
                 client=self._client,
                 vhost=endpoints.broker_vhost,
             )
+        events = endpoints.events
+        self.outbox_table = type(self).outbox_table or events.outbox_table
+        self.processed_table = type(self).processed_table or events.processed_table
+        self.outbox_columns = type(self).outbox_columns or events.outbox
+        self.processed_event_id = type(self).processed_event_id or events.processed_event_id
+        # An outbox's type column may hold routing keys ("order.placed"): read as event names.
+        self._event_names = {key: name for name, key in endpoints.routing_keys.items()}
+        if not type(self).consumed:
+            self.consumed = {name: tuple(events) for name, events in endpoints.consumed.items()}
+        self._types: Mapping[str, type[BaseModel]] | None = None
+        self._settled = 0.0  # the last publish a wait saw acknowledged (time.monotonic())
         # What the last reset did, and the queue counters the last wait saw (for a test's own checks).
         self.last_reset: list[ResetStats] = []
         self.last_queue_states: list[QueueState] = []
@@ -485,9 +500,63 @@ class RealServiceHarness:
 
     # --- events ---
 
+    def _named(self, row: OutboxRow) -> OutboxRow:
+        name = self._event_names.get(row.event_type)
+        return row if name is None else replace(row, event_type=name)
+
+    def event_models(self) -> Mapping[str, type[BaseModel]]:
+        """Event name -> contract model: `event_types` when the subclass sets it, else every event class
+        of the system's contracts (imported on first use)."""
+        if self.event_types:
+            return self.event_types
+        if self._types is None:
+            types: dict[str, type[BaseModel]] = {}
+            for name, where in self.endpoints.event_classes.items():
+                module_name, _, qualname = where.partition(":")
+                try:
+                    found: Any = importlib.import_module(module_name)
+                    for part in qualname.split("."):
+                        found = getattr(found, part)
+                except (ImportError, AttributeError) as exc:
+                    raise HarnessError(
+                        f"cannot import event {name} from {where}: {exc}; put the system root on sys.path "
+                        "(pytest's `pythonpath = .`) or set event_types on the harness"
+                    ) from None
+                types[name] = found
+            self._types = types
+        return self._types
+
+    def routing_key(self, event: BaseModel | type[BaseModel] | str) -> str:
+        """The routing key the system publishes an event under (its class name unless configured)."""
+        if isinstance(event, str):
+            name = event
+        else:
+            name = (event if isinstance(event, type) else type(event)).__name__
+        return self.endpoints.routing_keys.get(name, name)
+
+    def publish_event(self, event: BaseModel, *, event_id: str | None = None) -> bool:
+        """Publish `event` to the system's exchange under its routing key, as its publisher does (message
+        id = its `event_id` field), e.g. to redeliver it. True when the broker routed it to a queue."""
+        if self.broker is None:
+            raise HarnessError(
+                f"stack {self.endpoints.project} has no broker to publish {type(event).__name__} to"
+            )
+        name = type(event).__name__
+        message_id = event_id or str(getattr(event, "event_id", "") or "")
+        properties: dict[str, Any] = {"type": name, "content_type": "application/json", "delivery_mode": 2}
+        if message_id:
+            properties["message_id"] = message_id
+        return self.broker.publish(
+            self.routing_key(event),
+            event.model_dump_json(),
+            exchange=self.endpoints.exchange,
+            properties=properties,
+        )
+
     def _outbox_rows(self) -> list[tuple[str, OutboxRow]]:
         def read(service: str) -> list[OutboxRow]:
-            return read_outbox(self.engine(service), self.outbox_table)
+            rows = read_outbox(self.engine(service), self.outbox_table, self.outbox_columns)
+            return [self._named(row) for row in rows]
 
         services = self.database_services()
         found = self._map(read, services)
@@ -501,7 +570,7 @@ class RealServiceHarness:
         """The events in every service's outbox, oldest first, as contract models (see
         `get_published_events`)."""
         self._check_open()
-        types = self.event_types if event_types is None else event_types
+        types = self.event_models() if event_types is None else event_types
         events = []
         for service, row in self._outbox_rows():
             model = types.get(row.event_type)
@@ -538,11 +607,16 @@ class RealServiceHarness:
 
     def _event_state(self, consumers: Collection[str]) -> dict[str, EventTables]:
         def read(service: str) -> EventTables:
-            return read_event_tables(
+            tables = read_event_tables(
                 self.engine(service),
                 outbox_table=self.outbox_table,
                 processed_table=self.processed_table if service in consumers else None,
+                outbox_columns=self.outbox_columns,
+                processed_event_id=self.processed_event_id,
             )
+            if tables.outbox is None:
+                return tables
+            return replace(tables, outbox=tuple(self._named(row) for row in tables.outbox))
 
         services = self.database_services()
         return dict(zip(services, self._map(read, services), strict=True))
@@ -604,6 +678,39 @@ class RealServiceHarness:
                 )
         return pending
 
+    async def _redeliveries_pending(
+        self, consumed: Mapping[str, frozenset[str]], deadline: float
+    ) -> list[str]:
+        """(d): [] once what the harness published is acknowledged, or nothing was published since."""
+        broker = self.broker
+        published = broker.last_publish if broker is not None else None
+        if broker is None or published is None or published <= self._settled:
+            return []
+        names = {self._queue_name(s) for s in consumed}
+        # Counters taken after the publish: the broker samples them every STACK_STATS_INTERVAL.
+        settle = published + 2 * STACK_STATS_INTERVAL
+        clear_readings = 0
+        last: list[str] = []
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now < settle:
+                await asyncio.sleep(min(settle - now, deadline - now))
+                continue
+            try:
+                states = await asyncio.to_thread(broker.queues)
+            except BrokerError as exc:
+                last = [f"cannot read the queues after a redelivery: {exc}"]
+                await asyncio.sleep(STACK_STATS_INTERVAL)
+                continue
+            busy = [q for q in states if q.name in names and (q.has_messages or q.ready is None)]
+            last = [f"after a redelivery: {q}" for q in busy]
+            clear_readings = 0 if busy else clear_readings + 1
+            if clear_readings >= 2:
+                self._settled = published
+                return []
+            await asyncio.sleep(STACK_STATS_INTERVAL)
+        return last or ["the redelivered events were not acknowledged in time"]
+
     def _queue_report(self, consumed: Mapping[str, frozenset[str]]) -> str:
         if self.broker is None:
             return ""
@@ -628,6 +735,10 @@ class RealServiceHarness:
             still show is logged, not waited for (most likely the counters are behind), and kept in
             `last_queue_states`.
 
+        (d) when something was published through the harness since the last wait (a redelivered event):
+            the consumers' queues must show no message ready or unacknowledged in two readings taken
+            after the publish: a redelivery leaves no new row, only its acknowledgement tells.
+
         TimeoutError after `timeout` seconds names everything still pending and the queues' counters.
         """
         self._check_open()
@@ -637,6 +748,8 @@ class RealServiceHarness:
             pending = await asyncio.to_thread(self._pending, consumed)
             if not pending:
                 pending = await asyncio.to_thread(self._queue_pending, consumed)
+                if not pending:
+                    pending = await self._redeliveries_pending(consumed, deadline)
                 if not pending:
                     return
             if time.monotonic() >= deadline:

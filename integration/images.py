@@ -3,6 +3,11 @@
 An image is fresh when its `io.integration.inputs-hash` label equals the hash of its current inputs
 (see `buildinputs`). `build_images` rebuilds exactly the stale ones, in parallel; `require_fresh` is the
 check the pytest plugin runs when it is started without a build, and refuses stale images by name.
+
+A FROM that names a registry image this machine can neither find nor pull (`FROM python:3.11-slim`) is
+built on the stand-in that replaces it, from a rewritten copy of the Dockerfile outside the repository
+(`substitution`). The hash is of the original Dockerfile plus the id of the base actually used; the build
+and the freshness check decide the base the same way (`baseimages.FromImages`), so they agree.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 
+from .baseimages import FromImages
 from .buildinputs import BuildInputs, changed_paths, compute_build_inputs
+from .dockerfile import read as read_dockerfile
 from .errors import BuildError, StaleImageError
 from .model import LABEL_INPUTS_HASH, LABEL_SERVICE, LABEL_SYSTEM, BaseImages, ServiceSpec, SystemSpec
+from .substitution import Substitution, plan, rewrite, rewritten_dockerfile
 
 LABEL_INPUTS_MANIFEST = "io.integration.inputs-manifest"
 BUILD_LOG_TAIL = 40
@@ -40,6 +49,7 @@ class ImageState:
     changed: tuple[str, ...] = ()
     action: str = "checked"  # "checked", "fresh" (skipped), "built"
     seconds: float = 0.0
+    substitutions: tuple[Substitution, ...] = ()  # FROM lines built on an offline stand-in
 
 
 def build_args_for(base_images: BaseImages) -> dict[str, str]:
@@ -55,8 +65,45 @@ def _base_identity(base_images: BaseImages, client: DockerClient) -> dict[str, s
         return {"<python-image-id>": "missing"}
 
 
-def inputs_of(service: ServiceSpec, system: SystemSpec, hash_args: Mapping[str, str]) -> BuildInputs:
-    return compute_build_inputs(system.root, service.dockerfile, hash_args)
+def _image_id(client: DockerClient, image: str) -> str:
+    try:
+        return client.image.inspect(image).id
+    except NoSuchImage:
+        return "missing"
+
+
+def _prepare(
+    service: ServiceSpec,
+    system: SystemSpec,
+    base_images: BaseImages,
+    hash_args: Mapping[str, str],
+    bases: FromImages,
+    client: DockerClient,
+) -> tuple[BuildInputs, tuple[Substitution, ...]]:
+    """A service's inputs and the FROM lines it is built on a stand-in for. The hash is of the original
+    Dockerfile; each base image other than the python image (already in `hash_args`) adds its id."""
+    build_args = build_args_for(base_images)
+    dockerfile = read_dockerfile(service.dockerfile)
+    substitutions = plan(dockerfile, build_args, bases.choose)
+    identities = {}
+    for _from, image in dockerfile.external_bases(build_args):
+        used = bases.choose(image)
+        if used != base_images.python:
+            identities[f"<FROM {image}>"] = f"{used}@{_image_id(client, used)}"
+    inputs = compute_build_inputs(system.root, service.dockerfile, hash_args, bases=identities)
+    return inputs, substitutions
+
+
+def _states(
+    system: SystemSpec, base_images: BaseImages, client: DockerClient, *, for_build: bool
+) -> list[ImageState]:
+    hash_args = build_args_for(base_images) | _base_identity(base_images, client)
+    bases = FromImages(client, for_build=for_build, configured=system.base_images, chosen=base_images)
+    states = []
+    for service in system.services:
+        inputs, substitutions = _prepare(service, system, base_images, hash_args, bases, client)
+        states.append(replace(inspect_state(service, inputs, client), substitutions=substitutions))
+    return states
 
 
 def inspect_state(service: ServiceSpec, inputs: BuildInputs, client: DockerClient = docker) -> ImageState:
@@ -73,10 +120,8 @@ def inspect_state(service: ServiceSpec, inputs: BuildInputs, client: DockerClien
 def check_images(
     system: SystemSpec, base_images: BaseImages | None = None, client: DockerClient = docker
 ) -> list[ImageState]:
-    """The freshness of every service image, without building anything."""
-    base_images = base_images or system.base_images
-    hash_args = build_args_for(base_images) | _base_identity(base_images, client)
-    return [inspect_state(s, inputs_of(s, system, hash_args), client) for s in system.services]
+    """The freshness of every service image, without building (or pulling) anything."""
+    return _states(system, base_images or system.base_images, client, for_build=False)
 
 
 def require_fresh(
@@ -105,13 +150,31 @@ _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?\d+/\d+\] (.*)$")
 def _build_one(
     service: ServiceSpec,
     system: SystemSpec,
-    inputs: BuildInputs,
+    state: ImageState,
+    build_args: dict[str, str],
+    client: DockerClient,
+    report: Reporter,
+    lock: threading.Lock,
+) -> ImageState:
+    if not state.substitutions:
+        return _run_build(service, system, state, service.dockerfile, build_args, client, report, lock)
+    text = rewrite(read_dockerfile(service.dockerfile), state.substitutions)
+    with rewritten_dockerfile(service.dockerfile, text, system.root) as copy:
+        return _run_build(service, system, state, copy, build_args, client, report, lock)
+
+
+def _run_build(
+    service: ServiceSpec,
+    system: SystemSpec,
+    state: ImageState,
+    dockerfile: Path,
     build_args: dict[str, str],
     client: DockerClient,
     report: Reporter,
     lock: threading.Lock,
 ) -> ImageState:
     started = time.monotonic()
+    inputs = state.inputs
     tail: collections.deque[str] = collections.deque(maxlen=BUILD_LOG_TAIL)
     labels = {
         LABEL_INPUTS_HASH: inputs.inputs_hash,
@@ -122,7 +185,7 @@ def _build_one(
     try:
         stream = client.build(
             system.root,
-            file=service.dockerfile,
+            file=dockerfile,
             tags=[service.image],
             labels=labels,
             build_args=build_args,
@@ -141,13 +204,19 @@ def _build_one(
                     report(f"  {service.name}: {step.group(1)[:100]}")
     except DockerException as exc:
         output = "\n".join(tail)
+        on = "".join(f"; FROM line {s.line} on {s.standin}" for s in state.substitutions)
         raise BuildError(
             f"building {service.image} from {service.dockerfile.relative_to(system.root)} "
-            f"(context {system.root}) failed:\n{output}"
+            f"(context {system.root}{on}) failed:\n{output}"
         ) from exc
     image_id = client.image.inspect(service.image).id
-    return ImageState(
-        service.name, service.image, inputs, image_id, True, (), "built", time.monotonic() - started
+    return replace(
+        state,
+        image_id=image_id,
+        fresh=True,
+        changed=(),
+        action="built",
+        seconds=time.monotonic() - started,
     )
 
 
@@ -164,8 +233,7 @@ def build_images(
     """Rebuild every stale service image (all of them with `force`), in parallel; skip fresh ones."""
     base_images = base_images or system.base_images
     build_args = build_args_for(base_images)
-    hash_args = build_args | _base_identity(base_images, client)
-    states = [inspect_state(s, inputs_of(s, system, hash_args), client) for s in system.services]
+    states = _states(system, base_images, client, for_build=True)
     todo = [s for s in states if force or not s.fresh]
     if only is not None:
         todo = [s for s in todo if only.get(s.service)]
@@ -178,6 +246,8 @@ def build_images(
     for state in todo:
         reason = "forced" if force and state.fresh else ", ".join(state.changed[:5])
         report(f"{state.image}: building ({reason})")
+        for substitution in state.substitutions:
+            report(substitution.describe(state.service))
     lock = threading.Lock()
     results: dict[str, ImageState] = {s.service: _as_fresh(s) for s in states}
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(todo)))) as pool:
@@ -186,7 +256,7 @@ def build_images(
                 _build_one,
                 system.service(state.service),
                 system,
-                state.inputs,
+                state,
                 build_args,
                 client,
                 report,
@@ -207,6 +277,4 @@ def build_images(
 
 
 def _as_fresh(state: ImageState) -> ImageState:
-    return ImageState(
-        state.service, state.image, state.inputs, state.image_id, state.fresh, state.changed, "fresh"
-    )
+    return replace(state, action="fresh")

@@ -50,6 +50,71 @@ class BaseImages:
     python: str = DEFAULT_PYTHON_IMAGE
 
 
+DEFAULT_DATABASE_URL_FORMAT = "postgresql+psycopg2://{db_user}:{db_password}@{db_host}:{db_port}/{db_name}"
+
+
+@dataclass(frozen=True)
+class DatabaseCredentials:
+    """The PostgreSQL role every service database is created with: what the services expect."""
+
+    user: str = POSTGRES_USER
+    password: str = POSTGRES_PASSWORD
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Which environment variables carry what a service container is given, named as the service's
+    authors named them. A variable name of None is not set at all.
+
+    `service_url_variable` is a pattern: `{SERVICE}` is the called service's name in upper case with
+    '-' as '_' (`INVENTORY`), `{service}` the name as it is. `environment` holds extra variables whose
+    values may hold the placeholders of `integration.wiring.PLACEHOLDERS` (`{db_host}`, `{url:inventory}`).
+    """
+
+    database_url_variable: str | None = "DATABASE_URL"
+    database_url_format: str = DEFAULT_DATABASE_URL_FORMAT
+    broker_url_variable: str | None = "BROKER_URL"
+    service_url_variable: str | None = "{SERVICE}_URL"
+    environment: Mapping[str, str] = field(default_factory=dict)
+    # SERVICE_NAME, PORT, EVENT_EXCHANGE and EVENT_QUEUE (docs/conventions.md): on unless switched off.
+    conventional: bool = True
+
+
+@dataclass(frozen=True)
+class OutboxColumns:
+    """Column names of a publisher's outbox table."""
+
+    event_id: str = "event_id"
+    event_type: str = "event_type"
+    payload: str = "payload"
+    occurred_at: str = "occurred_at"
+    published_at: str = "published_at"
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    """Where the services record their events, so the harness can read them (docs/conventions.md)."""
+
+    outbox_table: str = "outbox_events"
+    outbox: OutboxColumns = OutboxColumns()
+    processed_table: str = "processed_events"
+    processed_event_id: str = "event_id"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> EventSchema:
+        outbox = data.get("outbox") or {}
+        assert isinstance(outbox, Mapping)
+        return cls(
+            outbox_table=str(data.get("outbox_table", "outbox_events")),
+            outbox=OutboxColumns(**{str(k): str(v) for k, v in outbox.items()}),
+            processed_table=str(data.get("processed_table", "processed_events")),
+            processed_event_id=str(data.get("processed_event_id", "event_id")),
+        )
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """One service of `architecture/services.yml`, resolved against the system root."""
@@ -65,6 +130,9 @@ class ServiceSpec:
     events_consumed: tuple[str, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     image: str = ""  # tag of the built image, e.g. links:test
+    calls: tuple[str, ...] = ()  # the services this one calls over HTTP: depends_on and their URLs
+    queue_name: str | None = None  # the broker queue it consumes from; None: `<name>.events`
+    wiring: Wiring = Wiring()
 
     @property
     def db_service(self) -> str:
@@ -78,7 +146,22 @@ class ServiceSpec:
     @property
     def queue(self) -> str:
         """The broker queue this service consumes from."""
-        return f"{self.name}.events"
+        return self.queue_name or f"{self.name}.events"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something discovery let pass but a user should see (a near-miss key in services.yml)."""
+
+    path: str
+    field: str | None
+    line: int | None
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: {self.field}" if self.field else self.path
+        at = f" (line {self.line})" if self.line is not None else ""
+        return f"{where}: {self.problem}{at}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +174,14 @@ class SystemSpec:
     base_images: BaseImages = BaseImages()
     exchange: str = DEFAULT_EXCHANGE
     services_file: Path | None = None
+    credentials: DatabaseCredentials = DatabaseCredentials()
+    events: EventSchema = EventSchema()
+    # Event name (class name) -> routing key, for every event whose key is not its name.
+    routing_keys: Mapping[str, str] = field(default_factory=dict)
+    # Event name -> "module:ClassName" of its contract model, for a harness that maps outbox rows.
+    event_classes: Mapping[str, str] = field(default_factory=dict)
+    # What discovery noticed and let pass (a near-miss key in services.yml): printed by every command.
+    warnings: tuple[Notice, ...] = ()
 
     @property
     def needs_broker(self) -> bool:
@@ -100,6 +191,9 @@ class SystemSpec:
 
     def with_base_images(self, base_images: BaseImages) -> SystemSpec:
         return replace(self, base_images=base_images)
+
+    def routing_key(self, event: str) -> str:
+        return self.routing_keys.get(event, event)
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
@@ -142,6 +236,9 @@ class StackEndpoints:
     consumed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # service -> event names
     broker_vhost: str = DEFAULT_VHOST  # a shared stack gives each xdist worker a virtual host of its own
     worker: str | None = None  # the xdist worker these endpoints belong to in a shared stack
+    events: EventSchema = EventSchema()
+    routing_keys: Mapping[str, str] = field(default_factory=dict)  # event name -> routing key
+    event_classes: Mapping[str, str] = field(default_factory=dict)  # event name -> "module:Class"
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready data (how a shared stack hands each xdist worker its endpoints)."""
@@ -156,6 +253,9 @@ class StackEndpoints:
             "consumed": {name: list(events) for name, events in self.consumed.items()},
             "broker_vhost": self.broker_vhost,
             "worker": self.worker,
+            "events": self.events.to_dict(),
+            "routing_keys": dict(self.routing_keys),
+            "event_classes": dict(self.event_classes),
         }
 
     @classmethod
@@ -174,6 +274,9 @@ class StackEndpoints:
             consumed={str(name): tuple(events) for name, events in consumed.items()},
             broker_vhost=str(data.get("broker_vhost", DEFAULT_VHOST)),
             worker=data.get("worker"),  # type: ignore[arg-type]
+            events=EventSchema.from_dict(data.get("events") or {}),  # type: ignore[arg-type]
+            routing_keys=dict(data.get("routing_keys") or {}),  # type: ignore[call-overload]
+            event_classes=dict(data.get("event_classes") or {}),  # type: ignore[call-overload]
         )
 
 

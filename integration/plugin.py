@@ -34,8 +34,8 @@ the session with the names of the changed files when one is not: a stale image i
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
@@ -65,17 +65,24 @@ _PHASES = pytest.StashKey[dict[str, float]]()
 _RESET_PENDING = pytest.StashKey[bool]()
 _HARNESSES = pytest.StashKey[dict[type, Any]]()
 _WORKER_PHASES = pytest.StashKey[dict[str, dict[str, float]]]()
+_MODE = pytest.StashKey[bool]()
+_CONFIG = pytest.StashKey[Any]()
+_ROOT = pytest.StashKey[Path]()
+_STACK_USED = pytest.StashKey[bool]()
+_PASSED = pytest.StashKey[int]()
+_TIMEOUT = pytest.StashKey[float]()
 PHASES_KEY = "integration_phases"
 
 
+GROUP = ("integration", "use-case tests against real services")
+MODE_OPTION = "--integration"
+_OWN_MODE_OPTION = pytest.StashKey[bool]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("integration", "use-case tests against real services")
-    group.addoption(
-        "--integration",
-        action="store_true",
-        default=False,
-        help="run use-case tests against the real services in containers (default: the mocks)",
-    )
+    # `--integration` itself is added once the repository's own conftest files are loaded
+    # (pytest_load_initial_conftests): a conftest that defines it keeps its own.
+    group = parser.getgroup(*GROUP)
     group.addoption("--integration-root", default=None, help="root folder of the system under test")
     group.addoption(
         "--keep-stack",
@@ -93,9 +100,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--health-timeout",
-        type=float,
-        default=DEFAULT_HEALTH_TIMEOUT,
-        help=f"seconds to wait for each service to become healthy (default {DEFAULT_HEALTH_TIMEOUT:.0f})",
+        default=None,
+        help=f"seconds to wait for each service to become healthy, 1 to 3600 (default: health_timeout "
+        f"in [tool.integration], else {DEFAULT_HEALTH_TIMEOUT:.0f})",
     )
     parser.addini("integration_root", "root folder of the system under test", default="")
     parser.addini(
@@ -110,6 +117,45 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "per test",
         default="session",
     )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> Any:
+    yield
+    try:
+        parser.getgroup(*GROUP).addoption(
+            MODE_OPTION,
+            action="store_true",
+            default=False,
+            help="run use-case tests against the real services in containers (default: the mocks)",
+        )
+        early_config.stash[_OWN_MODE_OPTION] = True
+    except ValueError:
+        # The repository's conftest defines --integration itself: its option switches the mode.
+        early_config.stash[_OWN_MODE_OPTION] = False
+
+
+def _mode_on(config: pytest.Config) -> bool:
+    """Whether this session runs against the real services: `--integration` (the plugin's, or the
+    repository's own), or the option that `mode_option` in [tool.integration] names."""
+    cached = config.stash.get(_MODE, None)
+    if cached is not None:
+        return cached
+    names = {MODE_OPTION}
+    with contextlib.suppress(IntegrationError):  # reported where the config is needed
+        names.add(_config_of(config).mode_option)
+    on = False
+    for name in names:
+        try:
+            on = on or bool(config.getoption(name.lstrip("-").replace("-", "_")))
+        except ValueError:
+            if name != MODE_OPTION:
+                raise pytest.UsageError(
+                    f"mode_option = {name!r} in [tool.integration] names an option that no conftest.py "
+                    f"defines; add it with parser.addoption({name!r}, action='store_true') or remove the key"
+                ) from None
+    config.stash[_MODE] = on
+    return on
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
@@ -133,16 +179,26 @@ def _exit(config: pytest.Config, exc: IntegrationError) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration_only: run only with --integration")
     config.addinivalue_line("markers", "mock_only: run only without --integration")
-    if not config.getoption("--integration") or hasattr(config, "workerinput"):
+    if not _mode_on(config):
         return
+    try:
+        config.stash[_TIMEOUT] = _health_timeout(config)
+        system = _system_for(config)
+    except IntegrationError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    if hasattr(config, "workerinput"):
+        return
+    if not _planned_workers(config):
+        config.pluginmanager.register(NothingReal(config), "integration-nothing-real")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # A cancelled CI job sends SIGTERM: take the Ctrl-C path, so that the stack fixture tears down.
         # (Under `python -m integration run` pytest starts with SIGTERM ignored and gets one SIGINT.)
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     # Checked once, in the controlling process, before collection: a stale image ends the run here.
+    for warning in system.warnings:
+        _live_reporter(config)(f"warning: {warning}")
     started = time.monotonic()
     try:
-        system = _system_for(config)
         from .images import require_fresh
 
         config.stash[_VERIFIED_IMAGES] = require_fresh(system)
@@ -184,16 +240,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"{worker:<5} {cells}")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    # In an xdist worker, after the session fixtures (the stack) were torn down: hand the phase times to
-    # the controlling process, which prints them (`pytest_testnodedown`).
-    workeroutput = getattr(session.config, "workeroutput", None)
-    phases = session.config.stash.get(_PHASES, None)
-    if workeroutput is not None and phases:
-        workeroutput[PHASES_KEY] = dict(phases)
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     timed = (getattr(node, "workeroutput", None) or {}).get(PHASES_KEY)
@@ -203,7 +249,7 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    integration = config.getoption("--integration")
+    integration = _mode_on(config)
     for item in items:
         if integration and item.get_closest_marker("mock_only"):
             item.add_marker(pytest.mark.skip(reason="mock_only test; running with --integration"))
@@ -212,15 +258,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _root_for(config: pytest.Config) -> Path:
-    explicit = config.getoption("--integration-root") or config.getini("integration_root")
-    if explicit:
-        path = Path(explicit)
-        return (path if path.is_absolute() else config.rootpath / path).resolve()
-    if os.environ.get("INTEGRATION_ROOT"):
-        return Path(os.environ["INTEGRATION_ROOT"]).resolve()
-    from .discovery import find_system_root
+    if _ROOT not in config.stash:
+        from .settings import resolve_root
 
-    return find_system_root(config.rootpath)
+        explicit = config.getoption("--integration-root") or config.getini("integration_root")
+        config.stash[_ROOT] = resolve_root(explicit, start=config.rootpath)
+    return config.stash[_ROOT]
+
+
+def _config_of(config: pytest.Config) -> Any:
+    """The system's [tool.integration] settings (integration.settings.SystemConfig)."""
+    if _CONFIG not in config.stash:
+        from .settings import load_config
+
+        config.stash[_CONFIG] = load_config(_root_for(config))
+    return config.stash[_CONFIG]
+
+
+def _health_timeout(config: pytest.Config) -> float:
+    from .settings import DEFAULT_HEALTH_TIMEOUT as default
+    from .settings import checked_health_timeout
+
+    option = config.getoption("--health-timeout")
+    if option is not None:
+        return checked_health_timeout(option, "--health-timeout")
+    configured = _config_of(config).health_timeout
+    return default if configured is None else configured
 
 
 def _system_for(config: pytest.Config) -> SystemSpec:
@@ -228,7 +291,7 @@ def _system_for(config: pytest.Config) -> SystemSpec:
         from .baseimages import locally_available
         from .discovery import load_system
 
-        system = load_system(_root_for(config))
+        system = load_system(_root_for(config), config=_config_of(config))
         config.stash[_SYSTEM] = system.with_base_images(locally_available(system.base_images))
     return config.stash[_SYSTEM]
 
@@ -290,8 +353,9 @@ def docker_compose_services(
     pytestconfig: pytest.Config, integration_system: SystemSpec, docker_compose_project_name: str
 ) -> Iterator[StackEndpoints]:
     """The running stack for the whole session: down, up --wait, health, and down again at the end."""
-    if not pytestconfig.getoption("--integration"):
+    if not _mode_on(pytestconfig):
         pytest.skip("the real stack runs only with --integration")
+    pytestconfig.stash[_STACK_USED] = True
     worker = _worker(pytestconfig)
     handoff = _shared_handoff(pytestconfig)
     if worker and handoff:
@@ -320,7 +384,7 @@ def docker_compose_services(
         project=docker_compose_project_name,
         expected_images=verified,
         keep=pytestconfig.getoption("--keep-stack"),
-        health_timeout=pytestconfig.getoption("--health-timeout"),
+        health_timeout=pytestconfig.stash[_TIMEOUT],
         report=report,
         port_base=base,
         reuse=reuse,
@@ -443,10 +507,134 @@ def _close_harnesses(config: pytest.Config) -> None:
 
 @pytest.fixture
 def test_harness(request: pytest.FixtureRequest) -> Any:
-    """The mock harness by default; the real one with --integration. Tests use only this."""
-    if request.config.getoption("--integration"):
+    """The mock harness by default; the real one with --integration. Tests use only this.
+
+    A repository whose conftest defines `test_harness` itself keeps its own (conftest fixtures win over
+    a plugin's); with --integration the plugin then checks that it gives the real harness
+    (`pytest_fixture_setup` below), so a mock can never pass for the real services.
+    """
+    if _mode_on(request.config):
         return request.getfixturevalue("integration_test_harness")
-    return request.getfixturevalue("mock_test_harness")
+    mock = _config_of(request.config).mock_fixture
+    try:
+        return request.getfixturevalue(mock)
+    except pytest.FixtureLookupError:
+        pytest.skip(
+            f"this system has no mock harness (no `{mock}` fixture), so its use-case tests run only "
+            f"against the real services: pytest {MODE_OPTION}"
+        )
+
+
+@pytest.fixture(scope="session")
+def real_harness_class(pytestconfig: pytest.Config) -> type:
+    """The project's RealServiceHarness subclass: `real_harness = "module:Class"` in
+    [tool.integration]. A conftest fixture of the same name takes precedence."""
+    configured = _config_of(pytestconfig).real_harness
+    if not configured:
+        pytest.fail(
+            'no real harness is configured: add `real_harness = "<module>:<Class>"` (your '
+            "RealServiceHarness subclass) to [tool.integration], or a session fixture `real_harness_class` "
+            "returning it to your conftest.py",
+            pytrace=False,
+        )
+    import importlib
+
+    module_name, _, class_name = configured.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        where = _config_of(pytestconfig).where(("real_harness",))
+        pytest.fail(f"{where}: cannot load {configured!r}: {type(exc).__name__}: {exc}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+    harness = yield
+    config = request.config
+    if not _mode_on(config) or fixturedef.argname != _harness_fixture_name(config):
+        return harness
+    from .harness import RealServiceHarness
+
+    if not isinstance(harness, RealServiceHarness):
+        _exit(config, _not_real_error(fixturedef, harness))
+    config.stash[_STACK_USED] = True
+    return harness
+
+
+def _not_real_error(fixturedef: Any, harness: object) -> IntegrationError:
+    """The one message of a run with --integration whose tests got something else than the real
+    harness: the fixture, where it is defined, and what to write there."""
+    import inspect
+
+    from .errors import ConfigError
+
+    function = getattr(fixturedef, "func", None)
+    try:
+        path = inspect.getsourcefile(function) or "conftest.py"  # type: ignore[arg-type]
+        line = inspect.getsourcelines(function)[1]  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        path, line = "conftest.py", None
+    name = fixturedef.argname
+    return ConfigError(
+        path,
+        name,
+        f"with {MODE_OPTION} the fixture `{name}` gave a {type(harness).__name__}, not the real services' "
+        "harness: the tests would have passed without touching a service, so the run stops here",
+        line=line,
+        fix=(
+            f'make `{name}` return request.getfixturevalue("integration_test_harness") when '
+            f'request.config.getoption("integration") is set (and its mock otherwise), or remove it and '
+            f'name the mock fixture with mock_fixture = "..." in [tool.integration]'
+        ),
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # In an xdist worker, after the session fixtures (the stack) were torn down: hand the phase times to
+    # the controlling process, which prints them (`pytest_testnodedown`).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    phases = session.config.stash.get(_PHASES, None)
+    if workeroutput is not None and phases:
+        workeroutput[PHASES_KEY] = dict(phases)
+
+
+class NothingReal:
+    """A serial run with --integration in which tests passed but no test ever reached the stack ran
+    against something else: that is a failed run, never a green one."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.passed = 0
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and report.passed:
+            self.passed += 1
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.passed or self.config.stash.get(_STACK_USED, False):
+            return
+        if session.exitstatus != pytest.ExitCode.OK:
+            return
+        message = (
+            f"error: {self.passed} tests passed with {MODE_OPTION}, but none of them used the real "
+            f"services: no test asked for `{_harness_fixture_name(self.config)}` (or the stack), so "
+            "nothing was tested against them; the run fails"
+        )
+        terminal = self.config.pluginmanager.getplugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(message, red=True)
+        else:
+            sys.stderr.write(message + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _harness_fixture_name(config: pytest.Config) -> str:
+    try:
+        return str(_config_of(config).harness_fixture)
+    except IntegrationError:
+        return "test_harness"
 
 
 @pytest.fixture(scope="session")
@@ -532,7 +720,7 @@ class SharedStack:
             # Interrupted (Ctrl-C, SIGTERM) while the stack starts: its compose process may not have
             # got the signal, so do not wait out `up --wait`: take the project down under it.
             interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
-            self._thread.join(timeout=2 if interrupted else self.config.getoption("--health-timeout") + 30)
+            self._thread.join(timeout=2 if interrupted else self.config.stash[_TIMEOUT] + 30)
             if self._thread.is_alive() and self.stack is not None:
                 self.stack.down()
                 self._thread.join(timeout=30)
@@ -558,7 +746,7 @@ class SharedStack:
                 project=project_name(self.system),
                 expected_images=self.config.stash.get(_VERIFIED_IMAGES, {}),
                 keep=self.config.getoption("--keep-stack"),
-                health_timeout=self.config.getoption("--health-timeout"),
+                health_timeout=self.config.stash[_TIMEOUT],
                 report=self._report,
                 port_base=default_port_base(),
                 reuse=_reuse(self.config),

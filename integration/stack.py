@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import yaml
@@ -46,9 +47,8 @@ from .model import (
     BROKER_SERVICE,
     BROKER_USER,
     DEFAULT_HEALTH_TIMEOUT,
-    POSTGRES_PASSWORD,
+    LABEL_SYSTEM,
     POSTGRES_PORT,
-    POSTGRES_USER,
     PortPlan,
     ServiceEndpoint,
     StackEndpoints,
@@ -59,6 +59,7 @@ from .model import (
     worker_vhost,
 )
 from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
+from .reaper import Reaper, reaper_enabled, start_reaper
 
 Reporter = Callable[[str], None]
 
@@ -347,28 +348,56 @@ class Stack:
         # What the last `up` did: "created", "reused", or "recreated <services>".
         self.outcome = ""
         self.client = DockerClient(compose_files=[self.compose_file], compose_project_name=self.project)
+        self.reaper: Reaper | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def __enter__(self) -> Stack:
+        # The reaper first: a run killed during `up` (its longest phase) leaves nothing either.
+        self._start_reaper()
         try:
             self.up()
         except BaseException:
             self.down()
+            self._release_reaper()
             raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.keep:
-            self.report(f"--keep: stack {self.project} left running; stop it with: {self.down_command()}")
+        try:
+            if self.keep:
+                self.report(f"--keep: stack {self.project} left running; stop it with: {self.down_command()}")
+                return
+            if self.reuse and self.endpoints is not None:
+                self.report(
+                    f"reuse mode: stack {self.project} left running for the next run; "
+                    f"stop it with: {self.down_command()}"
+                )
+                return
+            self.down()
+        finally:
+            self._release_reaper()  # with keep or reuse the stack stays, as asked
+
+    def _start_reaper(self) -> None:
+        """A container on the engine that removes this project when this process dies (SIGKILL, a lost
+        machine) without tearing it down: integration.reaper."""
+        if self.reaper is not None or not reaper_enabled():
             return
-        if self.reuse and self.endpoints is not None:
-            self.report(
-                f"reuse mode: stack {self.project} left running for the next run; "
-                f"stop it with: {self.down_command()}"
+        try:
+            self.reaper = start_reaper(
+                self.project, client=self.client, labels={LABEL_SYSTEM: self.system.name}
             )
-            return
-        self.down()
+            self.timings["reaper"] = self.reaper.start_seconds
+        except (EngineError, ValueError) as exc:  # a safety net: a run without one still runs
+            self.report(
+                f"warning: no reaper for {self.project} ({exc}); a killed run leaves its stack until the "
+                "next run"
+            )
+
+    def _release_reaper(self) -> None:
+        if self.reaper is not None:
+            reaper, self.reaper = self.reaper, None
+            reaper.release()
 
     def down_command(self) -> str:
         return f"docker compose -p {self.project} -f {self.compose_file} down -v -t 0"
@@ -780,6 +809,9 @@ class Stack:
             consumed={s.name: s.events_consumed for s in self.system.services if s.events_consumed},
             broker_vhost=worker_vhost(suffix),
             worker=worker,
+            events=self.system.events,
+            routing_keys=dict(self.system.routing_keys),
+            event_classes=dict(self.system.event_classes),
         )
 
     def _database_url(self, by_service: Mapping[str, ContainerInfo], db_service: str, database: str) -> str:
@@ -787,9 +819,10 @@ class Stack:
         db = by_service.get(db_service)
         if db is None or POSTGRES_PORT not in db.ports:
             raise StackError(self._failure_message(f"database {db_service} is not published"))
+        credentials = self.system.credentials
         return (
-            f"postgresql+psycopg2://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:"
-            f"{db.ports[POSTGRES_PORT]}/{database}"
+            f"postgresql+psycopg2://{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}"
+            f"@127.0.0.1:{db.ports[POSTGRES_PORT]}/{database}"
         )
 
     def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:

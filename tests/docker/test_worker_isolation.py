@@ -5,7 +5,6 @@ service, a service copy per later worker with its own database and virtual host.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +12,16 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from python_on_whales import docker
 
-from integration.baseimages import locally_available
 from integration.broker import BrokerAdmin
-from integration.discovery import load_system
 from integration.harness import RealServiceHarness
-from integration.images import build_images, require_fresh
 from integration.model import BROKER_PASSWORD, BROKER_USER, LABEL_WORKER
 from integration.stack import Stack
+from tests.docker.shared_stacks import WORKERS
+from tests.docker.shared_stacks import shared_stack as open_shared_stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shortener"
-WORKERS = ("gw0", "gw1")
 
 
 class AnyEvent(BaseModel):
@@ -40,23 +37,10 @@ class ExampleHarness(RealServiceHarness):
 
 @pytest.fixture(scope="module")
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    system = load_system(EXAMPLE)
-    system = system.with_base_images(locally_available(system.base_images))
-    build_images(system)
-    project = f"itest-shared-{uuid.uuid4().hex[:8]}"
-    stack = Stack(
-        system,
-        project=project,
-        compose_dir=tmp_path_factory.mktemp("compose"),
-        expected_images=require_fresh(system),
-        report=lambda line: None,
-        port_base=46100,
-        reuse=False,
-        workers=WORKERS,
-    )
-    with stack:
+    with open_shared_stack(
+        EXAMPLE, tmp_path_factory.mktemp("compose"), port_base=46100, prefix="itest-shared"
+    ) as stack:
         yield stack
-    assert not docker.container.list(all=True, filters=[("label", f"com.docker.compose.project={project}")])
 
 
 @pytest.fixture

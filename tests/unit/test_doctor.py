@@ -19,6 +19,7 @@ from integration.doctor import (
     check_function_imports,
     check_http_clients,
     check_ports,
+    check_substituted_bases,
     live_findings,
     load_project,
     orphaned_pytest_processes,
@@ -435,8 +436,9 @@ def test_services_file_error_is_a_finding_with_its_line(root: Path) -> None:
     findings = static_findings(root)
 
     found = with_code(findings, "D110")
-    assert [(f.severity, f.path, f.line) for f in found] == [("error", "architecture/services.yml", line)]
-    assert "helth" in found[0].message and "health" in found[0].fix
+    # services.yml is read, not owned: a key that looks like a typo of `health` is a warning.
+    assert [(f.severity, f.path, f.line) for f in found] == [("warning", "architecture/services.yml", line)]
+    assert "helth" in found[0].message and "health" in found[0].message and "strict" in found[0].fix
     # The other checks still run, with what could be read of services.yml.
     assert with_code(findings, "D101") == [] and with_code(findings, "D109") == []
 
@@ -554,3 +556,224 @@ def test_orphaned_pytest_processes_are_found(tmp_path: Path) -> None:
     _fake_process(tmp_path, 4400, 1, ["/usr/bin/vim", "test_pytest.py"])  # not python
 
     assert orphaned_pytest_processes(tmp_path) == [(4100, "/usr/bin/python3 -m pytest use_case_tests")]
+
+
+# --- D107 / D112: clients and engines released through loops, containers, with and exit stacks -----------
+
+HARNESS_CLIENTS = """import asyncio
+import contextlib
+from contextlib import ExitStack, closing
+
+import httpx
+
+
+class Pool:
+    def __init__(self, names: list[str]) -> None:
+        self.listed = [httpx.Client(), httpx.Client()]
+        self.appended: list[httpx.Client] = []
+        self.appended.append(httpx.Client())
+        self.by_name: dict[str, httpx.Client] = {}
+        for name in names:
+            self.by_name[name] = httpx.Client(base_url=name)
+        self.literal = {"a": httpx.Client(), "b": httpx.Client()}
+        self.made = [httpx.Client() for _ in names]
+        self.cached: dict[str, httpx.Client] = {}
+        self.cached.setdefault("x", httpx.Client())
+        self.stacked = [httpx.Client()]
+        self.helped = [httpx.Client()]
+        self.aclients: list[httpx.AsyncClient] = []
+        self.aclients.append(httpx.AsyncClient())
+        client = httpx.Client()
+        self.aliased = client
+        self.leaky = httpx.Client()  # leak
+        self.bag: list[httpx.Client] = []
+        self.bag.append(httpx.Client())  # leak
+        self.idle = [httpx.Client()]  # leak
+
+    def close(self) -> None:
+        for c in self.listed:
+            c.close()
+        for client in self.appended:
+            client.close()
+        for _name, c in self.by_name.items():
+            c.close()
+        for c in self.literal.values():
+            c.close()
+        [c.close() for c in self.made]
+        for c in list(self.cached.values()):
+            c.close()
+        while self.stacked:
+            self.stacked.pop().close()
+        _close_all(self.helped)
+        self.aliased.close()
+        for c in self.idle:
+            print(c)  # iterated, never closed
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.aclients))
+
+
+def _close_all(clients: list[httpx.Client]) -> None:
+    for client in clients:
+        client.close()
+
+
+def with_a_variable() -> None:
+    client = httpx.Client()
+    with client:
+        client.get("/")
+
+
+def with_closing() -> None:
+    with closing(httpx.Client()) as client:
+        client.get("/")
+    other = httpx.Client()
+    with contextlib.closing(other):
+        other.get("/")
+
+
+def with_an_exit_stack(stack: ExitStack) -> httpx.Client:
+    entered = stack.enter_context(httpx.Client())
+    called_back = httpx.Client()
+    stack.callback(called_back.close)
+    pushed = httpx.Client()
+    stack.push(pushed)
+    return entered
+
+
+def unpacked() -> None:
+    first, second = httpx.Client(), httpx.Client()
+    first.close()
+    second.close()
+
+
+def dropped(url: str) -> str:
+    return len(httpx.Client().get(url).text) * "x"  # leak
+"""
+
+HARNESS_ENGINES = """from contextlib import ExitStack
+
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+
+class Databases:
+    def __init__(self, urls: dict[str, str], stack: ExitStack) -> None:
+        self.engines = {}
+        for name, url in urls.items():
+            self.engines[name] = create_engine(url, poolclass=NullPool)
+        self.listed = [create_engine(u, poolclass=NullPool) for u in urls.values()]
+        self.appended = []
+        self.appended.append(create_engine("postgresql://a", poolclass=NullPool))
+        self.async_engine = create_async_engine("postgresql+asyncpg://b", poolclass=NullPool)
+        stacked = create_engine("postgresql://c", poolclass=NullPool)
+        stack.callback(stacked.dispose)
+        self.forgotten = create_engine("postgresql://d", poolclass=NullPool)  # leak
+        self.kept = {}
+        self.kept["x"] = create_engine("postgresql://e", poolclass=NullPool)  # leak
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+        [e.dispose() for e in self.listed]
+        for engine in self.appended:
+            engine.dispose()
+        await self.async_engine.dispose()
+        for engine in self.kept.values():
+            engine.connect().close()  # closes a connection, not the engine
+
+
+def handed_out(url: str):
+    return create_engine(url, poolclass=NullPool)
+"""
+
+
+def leak_lines(text: str) -> list[int]:
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.rstrip().endswith("# leak")]
+
+
+def test_clients_closed_through_loops_containers_with_and_exit_stacks_are_not_reported(
+    tmp_path: Path,
+) -> None:
+    harness = tmp_path / "use_case_tests" / "clients.py"
+    harness.parent.mkdir()
+    harness.write_text(HARNESS_CLIENTS)
+
+    found = check_http_clients(load_project(tmp_path))
+
+    assert [f.line for f in found] == leak_lines(HARNESS_CLIENTS)
+    assert {(f.severity, f.code, f.path) for f in found} == {("warning", "D107", "use_case_tests/clients.py")}
+
+
+def test_engines_disposed_through_loops_containers_and_exit_stacks_are_not_reported(tmp_path: Path) -> None:
+    harness = tmp_path / "use_case_tests" / "engines.py"
+    harness.parent.mkdir()
+    harness.write_text(HARNESS_ENGINES)
+
+    findings = static_findings(tmp_path)
+
+    found = with_code(findings, "D112")
+    assert [f.line for f in found] == leak_lines(HARNESS_ENGINES)
+    assert all(f.severity == "warning" and "dispose" in f.fix for f in found)
+    assert with_code(findings, "D106") == [], "every engine here is a NullPool one"
+
+
+def test_the_seeded_engine_faults_are_still_found(root: Path) -> None:
+    harness = root / "use_case_tests" / "real_db.py"
+    harness.write_text(HARNESS_DB + "\n\nENGINE = create_engine('postgresql://x', poolclass=NullPool)\n")
+
+    findings = static_findings(root)
+
+    assert [f.line for f in with_code(findings, "D112")] == [line_of(harness, "ENGINE = create_engine")]
+    assert [f.line for f in with_code(findings, "D106")] == [line_of(harness, "create_engine(url)")]
+
+
+# --- D111: Dockerfiles the reader refuses; D105's wording; D207 ------------------------------------------
+
+
+def test_dockerfile_that_does_not_parse_is_an_error_with_its_line(root: Path) -> None:
+    line = replace_line(
+        root / LINKS_DOCKERFILE, "COPY architecture", "COPPY architecture/ /srv/architecture/"
+    )
+
+    findings = static_findings(root)
+
+    found = with_code(findings, "D111")
+    assert [(f.severity, f.path, f.line) for f in found] == [("error", LINKS_DOCKERFILE, line)]
+    assert "unknown instruction 'COPPY'" in found[0].message and "did you mean COPY" in found[0].message
+    assert [f.code for f in findings if f.path == LINKS_DOCKERFILE] == ["D111"], "no guesses from a bad file"
+
+
+def test_hard_coded_from_names_the_standin_it_is_built_on_or_says_there_is_none(root: Path) -> None:
+    line = replace_line(root / LINKS_DOCKERFILE, "FROM ", "FROM python:3.11-slim")
+    replace_line(root / "services/analytics/Dockerfile", "FROM ", "FROM node:20-slim")
+
+    found = {f.path: f for f in with_code(static_findings(root), "D105")}
+
+    assert found[LINKS_DOCKERFILE].line == line
+    assert "integration-local/python:3.11-slim" in found[LINKS_DOCKERFILE].message
+    assert "no offline stand-in" in found["services/analytics/Dockerfile"].message
+
+
+def test_a_substituted_from_is_an_informational_finding(root: Path) -> None:
+    from integration.images import ImageState
+    from integration.substitution import Substitution
+
+    system = load_system(root)
+    substitution = Substitution(1, 1, "python:3.11-slim", "integration-local/python:3.11-slim")
+    states = [ImageState("links", "links:test", None, "sha256:1", True, substitutions=(substitution,))]  # type: ignore[arg-type]
+    ctx = LiveContext(system, _image_states=states)
+
+    found = check_substituted_bases(ctx)
+
+    assert [(f.severity, f.code, f.path, f.line) for f in found] == [("info", "D207", LINKS_DOCKERFILE, 1)]
+    assert (
+        found[0]
+        .render()
+        .startswith(
+            f"info {LINKS_DOCKERFILE}:1: links: FROM python:3.11-slim (line 1) built on the offline stand-in "
+            "integration-local/python:3.11-slim"
+        )
+    )
+    assert "docker pull python:3.11-slim" in found[0].render()

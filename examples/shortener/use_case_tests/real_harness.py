@@ -43,11 +43,4 @@ class RealServiceHarness(RealServiceHarnessBase):
 
     async def redeliver_event(self, event: LinkEvent) -> None:
         """Publish the same event again (same event_id), as the broker does after a lost ack."""
-        assert self.broker is not None, "redelivery needs the stack's broker"
-        name = type(event).__name__
-        self.broker.publish(
-            name,
-            event.model_dump_json(),
-            exchange=self.endpoints.exchange,
-            properties={"message_id": event.event_id, "type": name, "content_type": "application/json"},
-        )
+        self.publish_event(event)

@@ -19,5 +19,7 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-def test_harness():
+def test_harness(request):
+    if request.config.getoption("--integration"):
+        return request.getfixturevalue("integration_test_harness")
     return MockTestHarness()
