@@ -72,12 +72,6 @@ def _published(ports: PortPlan, compose_service: str, container_ports: list[int]
     return published
 
 
-def health_probe(port: int, health_path: str) -> str:
-    """Python one-liner that exits 0 when http://127.0.0.1:<port><health_path> answers below 400."""
-    url = f"http://127.0.0.1:{port}{health_path}"
-    return f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"
-
-
 BROKER_PROBE = (
     f"exec 3<>/dev/tcp/127.0.0.1/{BROKER_AMQP_PORT} && exec 4<>/dev/tcp/127.0.0.1/{BROKER_MANAGEMENT_PORT}"
 )
@@ -170,8 +164,9 @@ def _service(
     if system.needs_broker and spec.uses_broker:
         depends_on[BROKER_SERVICE] = {"condition": "service_healthy"}
     for callee in spec.calls:
-        # A service that calls another starts once that one answers (its worker's copy of it).
-        depends_on[for_worker(callee, worker)] = {"condition": "service_healthy"}
+        # A service that calls another starts after it (its worker's copy of it); the stack starts the
+        # callers only once the host has seen the callee answer (integration.stack, call levels).
+        depends_on[for_worker(callee, worker)] = {"condition": "service_started"}
     environment = service_environment(system, spec, worker)
     service: dict[str, Any] = {
         "image": image,
@@ -181,13 +176,8 @@ def _service(
         service["depends_on"] = depends_on
     service.update(
         {
-            "healthcheck": {
-                "test": ["CMD", "python", "-c", _escape(health_probe(spec.port, spec.health_path))],
-                "interval": "1s",
-                "timeout": "3s",
-                "retries": 120,
-                "start_period": "0s",
-            },
+            # No health check inside the image: it would need a tool the image may not have (Python,
+            # curl). The stack probes the health route from the host (integration.health).
             "ports": _published(ports, name, [spec.port]),
             "networks": [NETWORK],
             "labels": _labels(system, name, worker),

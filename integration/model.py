@@ -192,6 +192,21 @@ class SystemSpec:
     def with_base_images(self, base_images: BaseImages) -> SystemSpec:
         return replace(self, base_images=base_images)
 
+    def call_levels(self) -> list[tuple[str, ...]]:
+        """The services in the order calls allow them to start: first those that call no other, then
+        those whose callees are all in an earlier level (discovery refuses calls in a circle)."""
+        placed: set[str] = set()
+        levels: list[tuple[str, ...]] = []
+        remaining = list(self.services)
+        while remaining:
+            level = tuple(s.name for s in remaining if all(c in placed for c in s.calls))
+            if not level:  # a circle: cannot happen after discovery; start the rest together
+                level = tuple(s.name for s in remaining)
+            levels.append(level)
+            placed.update(level)
+            remaining = [s for s in remaining if s.name not in placed]
+        return levels
+
     def routing_key(self, event: str) -> str:
         return self.routing_keys.get(event, event)
 

@@ -640,7 +640,7 @@ def _harness_fixture_name(config: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def wait_for_service_health() -> Callable[..., float]:
     """`wait_for_service_health(url, timeout=90)`: poll until 200, report progress, show the last error."""
-    from .stack import wait_for_service_health
+    from .health import wait_for_service_health
 
     return wait_for_service_health
 

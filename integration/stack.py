@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import yaml
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
@@ -41,6 +40,7 @@ from .broker import BrokerAdmin, BrokerError
 from .compose import dump_compose, render_compose, write_atomically
 from .database import create_databases
 from .errors import ConfigError, EngineError, HarnessError, StackError
+from .health import HealthTimeout, collapse_repeats, likely_cause, wait_for_service_health
 from .model import (
     BROKER_MANAGEMENT_PORT,
     BROKER_PASSWORD,
@@ -65,7 +65,8 @@ Reporter = Callable[[str], None]
 
 MIN_COMPOSE_VERSION = (2, 20)
 HEALTH_POLL_INTERVAL = 0.05  # seconds between two health requests of one service while the stack starts
-PROGRESS_EVERY = 10.0
+HOST = "127.0.0.1"  # where the published ports are bound
+HEALTH_LOG_LINES = 20  # a health failure's message shows this many of the container's last log lines
 LOG_TAIL_LINES = 50
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
 PROJECT_ENV = "INTEGRATION_PROJECT"
@@ -252,51 +253,6 @@ def with_dependents(stale: set[str], services: Mapping[str, Mapping[str, object]
     return result
 
 
-def wait_for_service_health(
-    url: str,
-    *,
-    name: str = "",
-    timeout: float = DEFAULT_HEALTH_TIMEOUT,
-    interval: float = 0.2,
-    progress_every: float = PROGRESS_EVERY,
-    report: Reporter = print,
-    check_alive: Callable[[], str | None] | None = None,
-) -> float:
-    """Poll `url` until it answers 200; returns the seconds waited.
-
-    A progress line is reported every `progress_every` seconds. `check_alive` may return a message when
-    the container behind the URL has died, which ends the wait at once. On timeout, the last error seen
-    is part of the message.
-    """
-    label = name or url
-    started = time.monotonic()
-    next_progress = started + progress_every
-    last_error = "no answer yet"
-    # A plain-HTTP URL needs no TLS context, and loading the CA bundle for one costs tens of milliseconds.
-    with httpx.Client(timeout=min(5.0, timeout), verify=not url.startswith("http://")) as client:
-        while True:
-            try:
-                response = client.get(url)
-                if response.status_code == 200:
-                    return time.monotonic() - started
-                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            if check_alive is not None:
-                death = check_alive()
-                if death:
-                    raise StackError(death)
-            if now - started >= timeout:
-                raise StackError(
-                    f"{label} did not become healthy at {url} within {timeout:.0f}s; last error: {last_error}"
-                )
-            if now >= next_progress:
-                report(f"waiting for {label} ({now - started:.0f}s of {timeout:.0f}s): {last_error}")
-                next_progress += progress_every
-            time.sleep(interval)
-
-
 class Stack:
     """One compose project of a system: generated file, up, health, endpoints, down.
 
@@ -349,6 +305,8 @@ class Stack:
         self.outcome = ""
         self.client = DockerClient(compose_files=[self.compose_file], compose_project_name=self.project)
         self.reaper: Reaper | None = None
+        # When the whole start must be done (set by `up`): no wait of a start outlasts --health-timeout.
+        self._deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -467,6 +425,7 @@ class Stack:
                 return self._up_reusing(state)
         self._check_compose()
         started = time.monotonic()
+        self._deadline = started + self.health_timeout
         # Down before planning: a killed earlier run's containers still hold this project's host ports.
         if self._has_leftovers():
             self.down()
@@ -632,6 +591,7 @@ class Stack:
                 # ports themselves (it answers at once on a healthy stack).
                 if len(self.workers) > 1:
                     self._up_shared_infrastructure()
+                self._up_callees_first()
                 self._up_and_wait(None)
                 return
             except DockerException as exc:
@@ -661,6 +621,26 @@ class Stack:
         self._up_and_wait([name for name in self.ports.ports if name not in self.service_of])
         self.timings["up infrastructure"] = time.monotonic() - started
         self._prepare_workers()
+
+    def _up_callees_first(self) -> None:
+        """A service that calls another starts once the host has seen that one answer: each level of the
+        calls (model.SystemSpec.call_levels) but the last is started and waited for in turn; the last
+        is started by the final `up` of the whole file."""
+        levels = self.system.call_levels()
+        if len(levels) < 2:
+            return
+        assert self.ports is not None
+        for level in levels[:-1]:
+            started = time.monotonic()
+            names = [name for name, service in self.service_of.items() if service in level]
+            self._up_and_wait(names)
+            targets = []
+            for name in names:
+                spec = self.system.service(self.service_of[name])
+                port = self.ports.host_port(name, spec.port)
+                targets.append((name, f"http://{HOST}:{port}{spec.health_path}"))
+            self._wait_for(targets)
+            self.timings[f"up {', '.join(sorted(level))}"] = time.monotonic() - started
 
     def _up_and_wait(self, services: list[str] | None) -> None:
         self.client.compose.up(
@@ -827,6 +807,21 @@ class Stack:
 
     def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
         """Wait for every service of every worker's endpoints (of `endpoints` without workers)."""
+        # Every worker's copy of every service, in parallel (a shared stack has one set per worker).
+        everyone = list(self.worker_endpoints.values()) or [endpoints]
+        targets = [
+            (
+                for_worker(spec.name, copy_suffix(self.workers, each.worker)),
+                each.services[spec.name].url + spec.health_path,
+            )
+            for each in everyone
+            for spec in self.system.services
+        ]
+        self._wait_for(targets, timeout)
+
+    def _wait_for(self, targets: list[tuple[str, str]], timeout: float | None = None) -> None:
+        """Wait until each (compose service, health URL) answers 200, in parallel; a dead container or
+        a timeout ends the wait with one message."""
         lock = threading.Lock()
         last_check = [0.0, ""]
 
@@ -851,10 +846,13 @@ class Stack:
                 lock.release()
 
         def wait(name: str, url: str) -> float:
+            budget = self.health_timeout if timeout is None else timeout
+            if self._deadline is not None and timeout is None:
+                budget = max(1.0, self._deadline - time.monotonic())
             waited = wait_for_service_health(
                 url,
                 name=name,
-                timeout=self.health_timeout if timeout is None else timeout,
+                timeout=budget,
                 interval=HEALTH_POLL_INTERVAL,
                 report=self.report,
                 check_alive=check_alive,
@@ -862,23 +860,42 @@ class Stack:
             self.answered[name] = time.time()
             return waited
 
-        # Every worker's copy of every service, in parallel (a shared stack has one set per worker).
-        everyone = list(self.worker_endpoints.values()) or [endpoints]
-        targets = [
-            (
-                for_worker(spec.name, copy_suffix(self.workers, each.worker)),
-                each.services[spec.name].url + spec.health_path,
-            )
-            for each in everyone
-            for spec in self.system.services
-        ]
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
             futures = [pool.submit(wait, name, url) for name, url in targets]
             for (name, _), future in zip(targets, futures, strict=True):
                 try:
                     future.result()
+                except HealthTimeout as exc:
+                    raise StackError(self._health_failure(name, exc)) from exc
                 except StackError as exc:
                     raise StackError(f"{name}: {exc}") from exc
+
+    def _health_failure(self, name: str, exc: HealthTimeout) -> str:
+        """One message for a service that never answered: the service, its last probe, its container's
+        state and last log lines, and the likely cause."""
+        spec = self.system.service(self.service_of.get(name, name))
+        try:
+            info = next((i for i in self.containers() if i.service == name), None)
+        except DockerException:
+            info = None
+        logs = collapse_repeats(self.logs_tail(info.name, HEALTH_LOG_LINES)) if info is not None else ""
+        cause = likely_cause(exc.probe, logs, spec.health_path, spec.port)
+        state = "no container"
+        if info is not None:
+            state = f"container {info.name} is {info.state}"
+            if info.state in ("exited", "dead"):
+                state += f" (exit code {info.exit_code})"
+        parts = [
+            f"service {name} did not become healthy within {exc.waited:.0f}s: GET {exc.url} last answered "
+            f"{exc.probe}; {state}",
+        ]
+        if cause:
+            parts.append(f"likely cause: {cause}")
+        parts.append(f"its last log lines:\n{logs}" if logs else "it wrote no log lines")
+        folder = self.save_artifacts(f"{name} did not become healthy")
+        if folder:
+            parts.append(f"run folder with every container's logs: {folder}")
+        return "\n".join(parts)
 
     # -- artifacts -------------------------------------------------------------------------------------
 

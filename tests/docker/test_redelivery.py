@@ -37,12 +37,8 @@ def test_a_consumer_that_counts_a_redelivery_twice_fails_the_example(tmp_path: P
     shutil.copytree(
         EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
     )
-    services = root / "architecture" / "services.yml"
-    services.write_text(
-        services.read_text().replace(
-            "    contract: analytics\n", f"    contract: analytics\n    image: {IMAGE}\n"
-        )
-    )
+    # Its own tag, through the toolkit's config (no image copies it): the example's images stay as they are.
+    (root / "integration.toml").write_text(f'[services.analytics]\nimage = "{IMAGE}"\n')
     consumer = root / "services" / "analytics" / "app" / "events.py"
     text = consumer.read_text()
     assert DEDUPLICATION in text, "the example's consumer changed; update this fault"

@@ -175,8 +175,8 @@ def test_the_config_says_what_services_yml_does_not(tmp_path):
     assert copy["TAKER_DSN"].endswith("/taker_gw1")
     assert copy["AMQP"].endswith("/gw1")
     compose = render_compose(system, plan(system), workers=("gw0", "gw1"))
-    assert compose["services"]["taker"]["depends_on"]["maker"] == {"condition": "service_healthy"}
-    assert compose["services"]["taker-gw1"]["depends_on"]["maker-gw1"] == {"condition": "service_healthy"}
+    assert compose["services"]["taker"]["depends_on"]["maker"] == {"condition": "service_started"}
+    assert compose["services"]["taker-gw1"]["depends_on"]["maker-gw1"] == {"condition": "service_started"}
     assert compose["services"]["taker-db"]["environment"]["POSTGRES_USER"] == "factory"
     # `$` would be read by compose: doubled, so the container gets the password as written.
     assert compose["services"]["taker-db"]["environment"]["POSTGRES_PASSWORD"] == "p@ss word"
@@ -310,3 +310,10 @@ def test_mutated_inputs_end_in_a_result_or_a_config_error(tmp_path, target):
             errors += 1
             assert str(exc).startswith(str(root / target)) or str(root) in str(exc), str(exc)
     assert 0 < errors < MUTATION_CASES  # the loop made both kinds of input
+
+
+def test_services_start_in_the_order_their_calls_allow(tmp_path):
+    system = load_system(system_at(tmp_path, FOREIGN))
+    assert system.call_levels() == [("maker",), ("taker",)]
+    assert load_system(SHOP).call_levels() == [("inventory",), ("orders",)]
+    assert load_system(SHORTENER).call_levels() == [("links", "analytics")]
