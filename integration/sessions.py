@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nox
@@ -155,7 +155,74 @@ def tests(session: nox.Session) -> None:
     )
 
 
+def on_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this runs on a CI system: `CI=true` (GitHub Actions and this repository's CI set it)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def _apt_prefix() -> tuple[list[str], str | None]:
+    """How apt-get can install a package here: (the command's prefix, None), or ([], why it cannot).
+
+    As root, or through `sudo -n` (a runner whose sudo asks no password); nothing else.
+    """
+    if shutil.which("apt-get") is None:
+        return [], "apt-get is not available (not a Debian or Ubuntu machine)"
+    if os.geteuid() == 0:
+        return [], None
+    if shutil.which("sudo") is not None and _succeeds(["sudo", "-n", "true"]):
+        return ["sudo", "-n"], None
+    return [], "not root, and sudo asks for a password"
+
+
+def _apt(command: list[str]) -> str | None:
+    """Run an apt-get command quietly; None when it succeeded, else what failed and its last line."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode == 0:
+        return None
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return f"`{' '.join(command)}` failed (exit {result.returncode}): {lines[-1] if lines else ''}"
+
+
+def _succeeds(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def install_shellcheck(session: nox.Session) -> None:
+    """shellcheck for tests/unit/test_workflow.py: Debian's package, installed when missing.
+
+    Where it cannot be installed, a CI run fails here with the reason (its shellcheck test must not be
+    skipped); elsewhere the session warns and the test is skipped.
+    """
+    if shutil.which("shellcheck"):
+        return
+    prefix, problem = _apt_prefix()
+    if problem is None:
+        install = [*prefix, "apt-get", "install", "-y", "-q", "shellcheck"]
+        update = [*prefix, "apt-get", "update", "-q"]
+        session.log(f"shellcheck is missing: {' '.join(install)}")
+        failed = _apt(install)
+        if failed:  # a machine that never ran `apt-get update` has no package lists yet
+            session.log(f"{failed}; {' '.join(update)}, then again")
+            failed = _apt(update) or _apt(install)
+        if not failed and shutil.which("shellcheck"):
+            return
+        problem = failed or "apt-get installed shellcheck, but it is not on PATH"
+    message = (
+        f"shellcheck is not installed and cannot be installed here: {problem}. Install it first "
+        "(Debian, Ubuntu: apt-get install shellcheck)"
+    )
+    if on_ci():
+        session.error(f"{message}; on CI the shellcheck test must run, not be skipped")
+    session.warn(f"{message}; the shellcheck test is skipped")
+
+
 def lint(session: nox.Session) -> None:
+    install_shellcheck(session)
     session.install("ruff", "pyyaml", "pytest", "nox")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")

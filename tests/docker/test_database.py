@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, QueuePool
+from waiting import GENEROUS, Timer, poll_until
 
 from integration.database import (
     APPLICATION_NAME,
@@ -216,46 +218,73 @@ def test_an_explicit_order_is_used_as_given(pg_engine):
 # --- reset: locks ----------------------------------------------------------------------------------------
 
 
-def hold_then_commit(connection: Connection, seconds: float) -> threading.Thread:
-    def release() -> None:
-        time.sleep(seconds)
-        connection.commit()
+@contextmanager
+def observer_of(url: str) -> Iterator[Engine]:
+    engine = create_engine(url, poolclass=NullPool, connect_args={"application_name": "itest-observer"})
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
-    thread = threading.Thread(target=release, daemon=True)
-    thread.start()
-    return thread
+
+def resets_waiting_for_a_lock(observer: Engine) -> set[tuple[int, datetime]]:
+    """(backend pid, transaction start) of each reset transaction now waiting for a lock."""
+    with observer.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() "
+            f"AND application_name = '{APPLICATION_NAME}' AND wait_event_type = 'Lock'"
+        ).all()
+    return {(pid, started) for pid, started in rows}
 
 
-def test_reset_waits_for_a_row_lock_of_an_idle_transaction(pg_engine, pg_other):
+def test_reset_waits_for_a_row_lock_of_an_idle_transaction(pg_url, pg_engine, pg_other):
     run(pg_engine, CHAIN_DDL + CHAIN_DATA)
-    # A service's transaction locked a row and went idle (idle in transaction), then commits later.
+    # A service's transaction locked a row and went idle (idle in transaction), then commits later:
+    # once the reset is seen waiting for that lock.
     pg_other.exec_driver_sql("SELECT * FROM notes WHERE id = 1 FOR UPDATE").all()
-    thread = hold_then_commit(pg_other, 0.4)
-    stats = reset_database(pg_engine, lock_timeout=2.0)
-    thread.join()
-    assert stats.attempts == 1 and stats.seconds >= 0.3
+    with observer_of(pg_url) as observer, ThreadPoolExecutor(1) as pool:
+        try:
+            reset = pool.submit(reset_database, pg_engine, lock_timeout=GENEROUS)
+            poll_until(lambda: resets_waiting_for_a_lock(observer), "the reset waiting for the row lock")
+            assert not reset.done()
+        finally:
+            pg_other.commit()
+        stats = reset.result(timeout=GENEROUS)
+    assert stats.attempts == 1  # it waited for the lock: no lock timeout, no second attempt
     assert scalar(pg_engine, "SELECT count(*) FROM notes") == 0
 
 
-def test_reset_retries_after_a_lock_timeout(pg_engine, pg_other):
+def test_reset_retries_after_a_lock_timeout(pg_url, pg_engine, pg_other):
     run(pg_engine, CHAIN_DDL + CHAIN_DATA)
     pg_other.exec_driver_sql("UPDATE customers SET id = id WHERE id = 1")
-    thread = hold_then_commit(pg_other, 0.6)
-    stats = reset_database(pg_engine, lock_timeout=0.2, attempts=10)
-    thread.join()
+    # The lock is held until two attempts have been seen waiting for it: the first one timed out.
+    seen: set[tuple[int, datetime]] = set()
+
+    def two_attempts_seen() -> bool:
+        seen.update(resets_waiting_for_a_lock(observer))
+        return len(seen) >= 2
+
+    with observer_of(pg_url) as observer, ThreadPoolExecutor(1) as pool:
+        try:
+            reset = pool.submit(reset_database, pg_engine, lock_timeout=0.2, attempts=1000)
+            poll_until(two_attempts_seen, "a second attempt of the reset waiting for the lock", interval=0.02)
+        finally:
+            pg_other.commit()
+        stats = reset.result(timeout=GENEROUS)
     assert stats.attempts > 1
     assert scalar(pg_engine, "SELECT count(*) FROM customers") == 0
 
 
 def test_reset_gives_up_naming_the_lock_holder_without_the_password(pg_engine, pg_other):
     run(pg_engine, CHAIN_DDL + CHAIN_DATA)
-    reset_database(pg_engine)  # caches the order, made with the default lock_timeout of 1 s
+    reset_database(pg_engine, lock_timeout=GENEROUS)  # caches the order, made with a long lock_timeout
     run(pg_engine, USER_ROWS)
     pg_other.exec_driver_sql("SELECT * FROM notes FOR UPDATE").all()
-    started = time.monotonic()
-    with pytest.raises(DatabaseError) as caught:
+    with Timer() as timer, pytest.raises(DatabaseError) as caught:
         reset_database(pg_engine, lock_timeout=0.1, attempts=2)
-    assert time.monotonic() - started < 0.8  # this call's lock_timeout, not the cached order's
+    # This call's lock_timeout, not the cached order's: two attempts of at least 0.1 s each, and far
+    # from the 2 x GENEROUS seconds that the cached order's lock_timeout would have taken.
+    assert 2 * 0.1 <= timer.seconds < GENEROUS
     message = str(caught.value)
     assert "attempt 2 of 2" in message and "lock timeout" in message
     assert "idle in transaction" in message and "itest-service" in message
@@ -270,8 +299,10 @@ def test_a_reader_in_an_open_transaction_blocks_truncate_but_not_the_reset(pg_en
     # The service read the table in a transaction that is still open: it holds ACCESS SHARE.
     pg_other.exec_driver_sql("SELECT count(*) FROM orders").all()
 
+    # One attempt with a short lock_timeout: had the reset waited for the reader's lock at all, it would
+    # have failed (the reader never lets go during the reset).
     stats = reset_database(pg_engine, lock_timeout=0.5, attempts=1)
-    assert stats.attempts == 1 and stats.seconds < 0.5
+    assert stats.attempts == 1
     assert scalar(pg_engine, "SELECT count(*) FROM orders") == 0
 
     # TRUNCATE needs ACCESS EXCLUSIVE and waits behind the reader: without lock_timeout it would hang.
@@ -293,7 +324,7 @@ def harness_sessions(observer: Engine) -> int:
     )
 
 
-def settle(observer: Engine, expected: int, timeout: float = 3.0) -> int:
+def settle(observer: Engine, expected: int, timeout: float = GENEROUS) -> int:
     """Backends end a moment after their client hangs up; wait for the count to reach `expected`."""
     deadline = time.monotonic() + timeout
     while (count := harness_sessions(observer)) != expected and time.monotonic() < deadline:

@@ -9,8 +9,9 @@ at the end. The images are the shared tags links:test and analytics:test, built 
 under an `itest-faults-` tag and remove it at the end.
 
 Passing runs select three use-case tests that cross both services, both databases and the broker
-(SMOKE: `run --root <copy> -- -k ...`); a run that is killed or interrupted runs all 43, so that the
-signal lands while tests are running.
+(SMOKE: `run --root <copy> -- -k ...`). A run that is killed or interrupted during its tests gets one more
+test in its copy (`hold_the_tests`), which holds the run inside its tests until released: the signal
+is sent once that test is seen running, so it lands during the tests however slow or fast the machine.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pytest
 from compose_projects import PROJECT_LABEL, containers, leftovers, remove_project
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
+from waiting import GENEROUS
 
 from integration.discovery import load_system
 from integration.ports import describe_port_owner
@@ -102,8 +104,10 @@ class Event:
 class EventRecorder:
     """The engine's container events of one project, streamed while a run goes on.
 
-    Streamed, not asked for afterwards with --since: the engine keeps only its last 256 events, and the
-    health checks of every stack on the machine push a project's start out of them within seconds.
+    Streamed, not asked for afterwards with --since alone: the engine keeps only its last 256 events, and
+    the health checks of every stack on the machine push a project's start out of them within seconds.
+    The stream starts with --since the moment the recorder was made, so an event that happens before the
+    stream is open is replayed rather than missed. Ask for an event with `wait_for` while recording.
     """
 
     def __init__(self, project: str) -> None:
@@ -111,15 +115,15 @@ class EventRecorder:
         assert docker_cli is not None
         self.events: list[Event] = []
         filters = ["--filter", "type=container", "--filter", f"label={PROJECT_LABEL}={project}"]
+        since = ["--since", f"{time.time() - 1:.3f}"]  # a second early: the project is new, nothing older
         self.process = subprocess.Popen(
-            [docker_cli, "events", "--format", "{{json .}}", *filters],
+            [docker_cli, "events", "--format", "{{json .}}", *since, *filters],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        time.sleep(0.5)  # the stream is open before the run starts
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -133,9 +137,21 @@ class EventRecorder:
     def __enter__(self) -> EventRecorder:
         return self
 
+    def wait_for(self, service: str, action: str, timeout: float = GENEROUS) -> float:
+        """The time of the first `action` event of `service`, waiting for it to arrive (the stream
+        delivers events a moment after they happen; in order, so every earlier event is there too)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in list(self.events):
+                if event.service == service and event.action.strip() == action:
+                    return event.seconds
+            if time.monotonic() > deadline:
+                seen = [(e.service, e.action) for e in self.events]
+                raise AssertionError(f"no {action!r} event of {service} within {timeout:g} s: {seen}")
+            time.sleep(0.05)
+
     def __exit__(self, *exc: object) -> None:
         if self.process.poll() is None:
-            time.sleep(0.5)  # the last events are on their way
             self.process.terminate()
             self.process.wait(10)
         self.reader.join(10)
@@ -255,6 +271,38 @@ def build(root: Path) -> None:
     assert built.returncode == 0, built.stdout + built.stderr
 
 
+HOLD_TEST = """\
+\"\"\"Written by tests/docker/test_faults.py into a copy of the example: holds the run inside its tests
+(after test_analytics and test_events, before test_links) until the outer test releases it.\"\"\"
+
+import time
+from pathlib import Path
+
+GATE = Path({gate!r})
+
+
+def test_hold_the_run_here():
+    (GATE / "holding").touch()
+    deadline = time.monotonic() + {timeout!r}
+    while not (GATE / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+def hold_the_tests(root: Path) -> Path:
+    """Add a use-case test to the copy at `root` that holds its run; the file it touches once it holds."""
+    gate = root.parent / f"gate-{uuid.uuid4().hex[:6]}"
+    gate.mkdir()
+    test = root / "use_case_tests" / "test_hold.py"
+    test.write_text(HOLD_TEST.format(gate=str(gate), timeout=RUN_TIMEOUT))
+    return gate / "holding"
+
+
+def release_the_tests(root: Path) -> None:
+    """Remove the holding test from the copy, so that the next run on it is the example's own."""
+    (root / "use_case_tests" / "test_hold.py").unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
     """links:test and analytics:test, fresh for the example's current files (built once per module)."""
@@ -286,15 +334,17 @@ def test_a_run_killed_during_the_tests_is_cleaned_up_by_the_next_plain_run(
 ) -> None:
     root = copy_example(tmp_path / "shortener")
     project = project_of(root)
+    holding = hold_the_tests(root)
     killed = Run(root)
     with cleanup(project, runs=[killed]):
-        killed.wait_until(lambda: bool(HEALTHY.search(killed.output)), "summary table of a healthy stack")
-        time.sleep(1.0)  # well inside the tests (about 10 s of them)
+        killed.wait_until(holding.exists, "the holding test running, inside the tests")
+        assert HEALTHY.search(killed.output), killed.output[-3000:]
         killed.signal_group(signal.SIGKILL)
         killed.wait()
         running = containers(project, stopped=False)
         assert len(running) == 5, f"the killed run's stack should still be running: {running}"
 
+        release_the_tests(root)
         Run(root, *SMOKE).assert_passed(SMOKE_PASSED)  # no `down` or other step first
         assert leftovers(project) == []
 
@@ -320,10 +370,11 @@ def test_a_signal_to_the_run_during_the_tests_takes_the_stack_down_within_15_s(
     """Ctrl-C at a terminal and a cancelled CI job both signal the whole process group."""
     root = copy_example(tmp_path / "shortener")
     project = project_of(root)
+    holding = hold_the_tests(root)
     run = Run(root)
     with cleanup(project, runs=[run]):
-        run.wait_until(lambda: bool(HEALTHY.search(run.output)), "summary table of a healthy stack")
-        time.sleep(1.0)
+        run.wait_until(holding.exists, "the holding test running, inside the tests")
+        assert HEALTHY.search(run.output), run.output[-3000:]
         seconds = seconds_until_gone(run, project, signum)
         record_property(f"{signum.name.lower()}_to_down_seconds", round(seconds, 2))
         print(f"{signum.name} -> nothing of {project} left: {seconds:.1f}s")
@@ -347,8 +398,9 @@ def test_under_xdist_a_signal_while_the_shared_stack_starts_takes_it_down(
     project = project_of(root)
     run = Run(root, "--", "-n", "2")
     with cleanup(project, runs=[run]):
-        run.wait_until(lambda: bool(leftovers(project)), "the shared stack's first containers")
-        time.sleep(1.0)
+        # Well into the start: a container of the shared stack is running (not only created).
+        run.wait_until(lambda: bool(containers(project, stopped=False)), "a running container of the stack")
+        assert not HEALTHY.search(run.output), "the stack was already up: the signal proves nothing"
         seconds = seconds_until_gone(run, project, signum)
         record_property(f"xdist_{signum.name.lower()}_to_down_seconds", round(seconds, 2))
         print(f"-n 2, {signum.name} while starting -> nothing of {project} left: {seconds:.1f}s")
@@ -475,6 +527,7 @@ def test_a_service_crashing_at_start_fails_the_run_fast_naming_container_code_an
         with EventRecorder(project) as recorder:
             run = Run(root)
             run.wait_for_exit_time()
+            died = recorder.wait_for("links", "die")
         status = run.wait()
         events = recorder.events
         output = run.output
@@ -493,7 +546,6 @@ def test_a_service_crashing_at_start_fails_the_run_fast_naming_container_code_an
         # alone can pass 15 s, so it is reported and only held under the 90 s health timeout.
         assert run.ended is not None
         up_started = min(e.seconds for e in events if e.action == "create")
-        died = first(events, "links", "die")
         up_seconds, crash_seconds = run.ended - up_started, run.ended - died
         record_property("crash_to_failure_seconds", round(crash_seconds, 2))
         record_property("up_to_failure_seconds", round(up_seconds, 2))
@@ -569,6 +621,9 @@ def test_slow_databases_still_start_before_their_services_and_the_run_passes(
         run = Run(root, *SMOKE, env=env_for_runs(INTEGRATION_POSTGRES_IMAGE=slow_postgres))
         with cleanup(project, runs=[run]):
             run.assert_passed(SMOKE_PASSED)
+        recorder.wait_for("broker", "health_status: healthy")
+        for service in ("links", "analytics"):
+            recorder.wait_for(service, "start")
     events = recorder.events
     assert leftovers(project) == []
     for service in ("links", "analytics"):

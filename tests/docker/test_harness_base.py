@@ -3,6 +3,7 @@ events and waiting for event processing against a real PostgreSQL and RabbitMQ (
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import statistics
@@ -17,7 +18,9 @@ import httpx
 import pytest
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Engine
+from waiting import GENEROUS, Timer, poll_until
 
+from integration.broker import BrokerAdmin
 from integration.database import APPLICATION_NAME, make_engine
 from integration.errors import HarnessError
 from integration.harness import RealServiceHarness, event_map
@@ -63,6 +66,9 @@ class ShortenerHarness(RealServiceHarness):
 
 LINK = {"code": "abc", "url": "https://example.com/", "created_at": "2024-05-01T12:00:00Z"}
 ROUTES: dict[tuple[str, str], tuple[int, dict[str, str], bytes]] = {}
+# GET /slow answers only once this is set (or after GENEROUS seconds): a client's timeout fires first
+# however loaded the machine, instead of racing a fixed delay of the server.
+SLOW_RELEASE = threading.Event()
 
 
 def route(method: str, path: str, status: int, body: object = None, headers: dict[str, str] | None = None):
@@ -105,7 +111,7 @@ class StubHandler(BaseHTTPRequestHandler):
         if self.path == "/echo":
             status, headers, raw = 201, {"content-type": "application/json"}, body
         elif self.path == "/slow":
-            time.sleep(0.6)
+            SLOW_RELEASE.wait(GENEROUS)
             status, headers, raw = 200, {}, b""
         else:
             status, headers, raw = ROUTES.get((self.command, self.path), (404, {}, b""))
@@ -146,7 +152,7 @@ def http_harness(http_stub) -> Iterator[RealServiceHarness]:
             "gone": ServiceEndpoint("gone", f"http://127.0.0.1:{free_port()}", None, "itest-http-gone-1"),
         },
     )
-    with RealServiceHarness(endpoints, timeout=0.3) as harness:
+    with RealServiceHarness(endpoints, timeout=GENEROUS) as harness:
         yield harness
 
 
@@ -237,9 +243,20 @@ def test_a_refused_connection_names_service_url_and_container(http_harness):
         http_harness.call("gone", "GET", "/health")
 
 
-def test_a_slow_service_times_out(http_harness):
-    with pytest.raises(HarnessError, match=r"service links did not answer within 0.3 s \(ReadTimeout\)"):
-        http_harness.call("links", "GET", "/slow")
+def test_a_slow_service_times_out(http_stub):
+    endpoints = StackEndpoints("itest-slow", {"links": ServiceEndpoint("links", http_stub, None)})
+    SLOW_RELEASE.clear()
+    try:
+        with (
+            RealServiceHarness(endpoints, timeout=0.3) as harness,
+            Timer() as timer,
+            pytest.raises(HarnessError, match=r"service links did not answer within 0.3 s \(ReadTimeout\)"),
+        ):
+            harness.call("links", "GET", "/slow")
+    finally:
+        SLOW_RELEASE.set()  # the stub's handler thread answers and ends
+    # The timeout fired: not before it was due, and long before the stub would have answered.
+    assert 0.3 <= timer.seconds < GENEROUS
 
 
 def test_close_is_idempotent_and_final(http_stub):
@@ -376,12 +393,11 @@ def visited(n: int, code: str = "abc") -> LinkVisited:
 
 
 def wait_for_queue_counters(harness: RealServiceHarness, queue: str, ready: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if any(q.name == queue and q.ready == ready for q in harness.broker.queues()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the counters of {queue} never showed {ready} ready")
+    poll_until(
+        lambda: any(q.name == queue and q.ready == ready for q in harness.broker.queues()),
+        f"the counters of {queue} showing {ready} ready",
+        interval=0.1,
+    )
 
 
 @docker
@@ -417,7 +433,8 @@ async def test_async_reset(broker_harness):
 
 @docker
 def test_reset_latency(pg_stack_databases, broker_server, capsys):
-    """p50 of 50 resets of the two databases (10 tables, a few rows each), with and without the broker."""
+    """50 resets of the two databases (10 tables, a few rows each), with and without the broker, each
+    emptying them; p50, p90 and max are printed (figures: the benchmark judges speed)."""
     timings = {}
     for label, broker_url in (
         ("databases only", None),
@@ -432,8 +449,13 @@ def test_reset_latency(pg_stack_databases, broker_server, capsys):
                 started = time.perf_counter()
                 harness.reset_sync()
                 samples.append(time.perf_counter() - started)
+                # Every reset did its job: the sample rows are gone, the migration rows kept.
+                assert count(harness.engine("links"), "links") == 0
+                assert count(harness.engine("analytics"), "link_stats") == 0
             assert all(s.order_from_cache for s in harness.last_reset)
+            assert count(harness.engine("links"), "alembic_version") == 1
             timings[label] = samples
+    # The figures only: how fast a reset must be is the benchmark's (`nox -s bench`, reset_p50).
     with capsys.disabled():
         for label, samples in timings.items():
             ordered = sorted(samples)
@@ -441,7 +463,6 @@ def test_reset_latency(pg_stack_databases, broker_server, capsys):
                 f"\nreset of 2 databases, {label}: p50 {statistics.median(samples) * 1000:.1f} ms, "
                 f"p90 {ordered[int(len(ordered) * 0.9)] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
             )
-    assert statistics.median(timings["databases only"]) < 0.25
 
 
 @docker
@@ -449,22 +470,21 @@ def test_harness_sessions_do_not_outlive_their_use(pg_stack_databases, pg_server
     observer = make_engine(pg_server.url(), application_name="itest-observer")
     sql = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APPLICATION_NAME}'"
 
-    def harness_sessions() -> int:
-        deadline = time.monotonic() + 3
-        while True:
-            with observer.connect() as connection:
-                found = connection.exec_driver_sql(sql).scalar_one()
-            if found == 0 or time.monotonic() > deadline:
-                return found
-            time.sleep(0.05)
+    def no_harness_session() -> bool:
+        with observer.connect() as connection:
+            return connection.exec_driver_sql(sql).scalar_one() == 0
+
+    def assert_no_harness_session() -> None:
+        # A backend ends a moment after its client hangs up: poll for it, with a generous deadline.
+        poll_until(no_harness_session, "no harness session left in pg_stat_activity")
 
     try:
         harness = ShortenerHarness(stack_endpoints(pg_stack_databases, None))
         harness.reset_sync()
         harness.published_events_sync()
-        assert harness_sessions() == 0  # NullPool: closed as soon as each call is done
+        assert_no_harness_session()  # NullPool: closed as soon as each call is done
         harness.close()
-        assert harness_sessions() == 0
+        assert_no_harness_session()
     finally:
         observer.dispose()
 
@@ -519,33 +539,56 @@ async def test_a_payload_that_does_not_fit_its_model_is_named(broker_harness):
 # --- waiting for events ------------------------------------------------------------------------------------
 
 
+class CountingChecks:
+    """Counts the harness's checks of what is pending (one per poll of wait_for_events_processed), so
+    that a test can let the wait look a few times instead of sleeping for a while."""
+
+    def __init__(self, harness: RealServiceHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        pending = harness._pending
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return pending(*args, **kwargs)
+
+        monkeypatch.setattr(harness, "_pending", counted)
+
+    async def wait_for_more(self, task: asyncio.Task, polls: int = 3) -> None:
+        """Until the wait has checked `polls` more times; fails if it ended meanwhile."""
+        target = self.calls + polls
+        deadline = time.monotonic() + GENEROUS
+        while self.calls < target:
+            assert not task.done(), "the wait returned while events were still pending"
+            assert time.monotonic() < deadline, f"the wait checked {self.calls} times, not {target}"
+            await asyncio.sleep(0.01)
+        assert not task.done(), "the wait returned while events were still pending"
+
+
 @docker
-async def test_wait_returns_once_the_consumer_caught_up(broker_harness):
+async def test_wait_returns_once_the_consumer_caught_up(broker_harness, monkeypatch):
     links, analytics = broker_harness.engine("links"), broker_harness.engine("analytics")
     events = [visited(n) for n in range(3)]
     for event in events:
         add_event(links, event, published=False)
+    checks = CountingChecks(broker_harness, monkeypatch)
 
-    def publisher_and_consumer() -> None:
-        time.sleep(0.3)
-        execute(links, "UPDATE outbox_events SET published_at = now()")
-        time.sleep(0.3)
-        mark_processed(analytics, *events)
-
-    thread = threading.Thread(target=publisher_and_consumer, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    await broker_harness.wait_for_events_processed(timeout=10)
-    elapsed = time.monotonic() - started
-    thread.join()
-    assert 0.5 <= elapsed < 3
+    # Stage by stage, the wait is seen still waiting after several checks: unpublished, then published
+    # but not processed. Then the consumer catches up, and the wait returns: because the condition
+    # held, since its timeout (GENEROUS) would have raised TimeoutError.
+    wait = asyncio.create_task(broker_harness.wait_for_events_processed(timeout=GENEROUS))
+    await checks.wait_for_more(wait)
+    await asyncio.to_thread(execute, links, "UPDATE outbox_events SET published_at = now()")
+    await checks.wait_for_more(wait)
+    await asyncio.to_thread(mark_processed, analytics, *events)
+    await asyncio.wait_for(wait, timeout=2 * GENEROUS)
+    assert count(analytics, "processed_events") == 3
 
 
 @docker
-async def test_wait_with_nothing_to_do_returns_at_once(broker_harness):
-    started = time.monotonic()
-    await broker_harness.wait_for_events_processed(timeout=5)
-    assert time.monotonic() - started < 1
+async def test_wait_with_nothing_to_do_returns_at_once(broker_harness, monkeypatch):
+    checks = CountingChecks(broker_harness, monkeypatch)
+    await broker_harness.wait_for_events_processed(timeout=GENEROUS)
+    assert checks.calls == 1  # the first check found nothing pending: no second poll, no waiting
 
 
 @docker
@@ -560,10 +603,11 @@ async def test_wait_times_out_naming_what_is_pending(broker_harness):
     )
     add_event(links, unpublished, published=False)
 
-    started = time.monotonic()
-    with pytest.raises(TimeoutError) as caught:
+    with Timer() as timer, pytest.raises(TimeoutError) as caught:
         await broker_harness.wait_for_events_processed(timeout=0.5)
-    assert time.monotonic() - started < 2.5
+    # The timeout is the behaviour: it fires when due, not before, and the wait then ends (it does not
+    # hang on, say, the queue report).
+    assert 0.5 <= timer.seconds < GENEROUS
     message = str(caught.value)
     assert "links has 1 unpublished event in outbox_events: LinkCreated c9" in message
     assert (
@@ -574,17 +618,23 @@ async def test_wait_times_out_naming_what_is_pending(broker_harness):
 
 
 @docker
-async def test_lagging_queue_counters_do_not_hold_up_a_consumer_with_a_database(broker_harness):
+async def test_lagging_queue_counters_do_not_hold_up_a_consumer_with_a_database(
+    broker_harness, broker_server, monkeypatch
+):
     # The consumer's table says every event was processed; the queue's counters still show a message.
-    assert broker_harness.broker.publish("analytics.events", "{}")
+    # A service put it there (published here through an admin of its own, not the harness's: what the
+    # harness publishes itself is a redelivery, which the wait does wait for).
+    with BrokerAdmin(broker_server.management_url, BROKER_USER, BROKER_PASSWORD) as service:
+        assert service.publish("analytics.events", "{}")
     wait_for_queue_counters(broker_harness, "analytics.events", 1)
     event = visited(1)
     add_event(broker_harness.engine("links"), event)
     mark_processed(broker_harness.engine("analytics"), event)
 
-    started = time.monotonic()
-    await broker_harness.wait_for_events_processed(timeout=5)
-    assert time.monotonic() - started < 1
+    # The message stays in the queue for good: a wait that waited for the counters would time out.
+    checks = CountingChecks(broker_harness, monkeypatch)
+    await broker_harness.wait_for_events_processed(timeout=GENEROUS)
+    assert checks.calls == 1  # returned at the first check, without waiting for the queue
     (queue,) = [q for q in broker_harness.last_queue_states if q.name == "analytics.events"]
     assert queue.ready == 1  # seen, reported in the log, not waited for
 
@@ -613,7 +663,7 @@ async def test_a_consumer_without_a_database_waits_on_its_queue(pg_stack_databas
 
         harness.broker.purge_all()
         wait_for_queue_counters(harness, "notifier.events", 0)
-        await harness.wait_for_events_processed(timeout=2)
+        await harness.wait_for_events_processed(timeout=GENEROUS)
 
         # A consumer whose processed table does not exist yet has processed nothing.
         harness.consumed = NotifierHarness.consumed

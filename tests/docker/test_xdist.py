@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xdist  # noqa: F401  a dev dependency (pyproject [dev]): missing, this module must fail, not skip
 import yaml
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
@@ -28,7 +29,6 @@ from integration.discovery import load_system
 from integration.stack import project_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-pytest.importorskip("xdist")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shortener"
@@ -58,8 +58,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 def leftovers(prefix: str) -> list[str]:
     """Containers, networks and volumes of every compose project whose name starts with `prefix`."""
     found = []
-    for container in docker.container.list(all=True):
-        project = (container.config.labels or {}).get("com.docker.compose.project", "")
+    for container in docker.container.list(all=True, filters=[("label", "com.docker.compose.project")]):
+        try:
+            project = (container.config.labels or {}).get("com.docker.compose.project", "")
+        except NoSuchContainer:
+            continue  # removed between the listing and the inspection (a reaper ending, say)
         if project.startswith(prefix):
             found.append(f"container {container.name}")
     for network in docker.network.list():

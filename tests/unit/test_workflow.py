@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -394,17 +395,66 @@ def test_no_action_runs_on_a_moving_branch_or_an_exact_sha(workflow):
     assert used == {"actions/checkout@v6", "actions/setup-python@v6", "actions/upload-artifact@v6"}
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def on_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """`CI=true`, as GitHub Actions and this repository's CI set it (integration.sessions.on_ci)."""
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_shellcheck(environ: Mapping[str, str] = os.environ) -> str:
+    """The shellcheck command; skips the test where it is missing, but fails it on CI, where a skip would
+    hide that the check never ran (`nox -s lint` installs it)."""
+    found = shutil.which("shellcheck", path=environ.get("PATH"))
+    if found:
+        return found
+    message = "shellcheck is not installed (Debian, Ubuntu: apt-get install shellcheck; `nox -s lint` does)"
+    if on_ci(environ):
+        pytest.fail(f"{message}; on CI (CI=true) this check must run, not be skipped", pytrace=False)
+    pytest.skip(message)
+
+
+# The repository's own shell scripts: what `bash .ci/run` and the README run, and the stand-ins' entrypoints.
+SHELL_SCRIPTS = ("scripts/*.sh", ".ci/run", "integration/standins/*/*.sh")
+
+
 def test_run_scripts_pass_shellcheck(workflow):
+    shellcheck = require_shellcheck()
     for job_id, job in workflow["jobs"].items():
         for index, step in enumerate(job["steps"]):
             if "run" not in step:
                 continue
             script = "#!/bin/bash\n" + EXPRESSION.sub("X", step["run"])
             result = subprocess.run(
-                ["shellcheck", "-"], input=script, capture_output=True, text=True, check=False
+                [shellcheck, "-"], input=script, capture_output=True, text=True, check=False
             )
             assert result.returncode == 0, f"jobs.{job_id}.steps[{index}]:\n{result.stdout}"
+
+
+def test_the_repositorys_shell_scripts_pass_shellcheck():
+    shellcheck = require_shellcheck()
+    scripts = sorted({path for pattern in SHELL_SCRIPTS for path in REPO.glob(pattern)})
+    assert {"scripts/build_test_images.sh", "scripts/install-docker-engine.sh", ".ci/run"} <= {
+        p.relative_to(REPO).as_posix() for p in scripts
+    }
+    result = subprocess.run(
+        [shellcheck, "--external-sources", *map(str, scripts)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_missing_shellcheck_fails_on_ci_and_skips_elsewhere(tmp_path):
+    nowhere = {"PATH": str(tmp_path)}  # no shellcheck on this PATH
+    with pytest.raises(pytest.fail.Exception, match="on CI"):
+        require_shellcheck({**nowhere, "CI": "true"})
+    with pytest.raises(pytest.skip.Exception, match="shellcheck is not installed"):
+        require_shellcheck(nowhere)
+    found = tmp_path / "shellcheck"
+    found.write_text("#!/bin/sh\n")
+    found.chmod(0o755)
+    assert require_shellcheck({**nowhere, "CI": "true"}) == str(found)
 
 
 def _broken(workflow: dict[str, Any]) -> dict[str, Any]:
