@@ -23,7 +23,7 @@ import pytest
 import xdist  # noqa: F401  a dev dependency (pyproject [dev]): missing, this module must fail, not skip
 import yaml
 from python_on_whales import DockerClient, docker
-from python_on_whales.exceptions import DockerException
+from python_on_whales.exceptions import DockerException, NoSuchContainer
 
 from integration.discovery import load_system
 from integration.stack import project_name
