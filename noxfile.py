@@ -40,6 +40,12 @@ def integration_postgres(session: nox.Session, postgres: str) -> None:
     sessions.integration(session, postgres)
 
 
+@nox.session(name="integration-shop", python=PYTHON, tags=["integration"])
+def integration_shop(session: nox.Session) -> None:
+    """The main job on the second example, a system written to its own conventions."""
+    sessions.integration(session, example="shop")
+
+
 @nox.session(name="mock-tests", python=PYTHONS, tags=["mock"])
 def mock_tests(session: nox.Session) -> None:
     """The same use-case tests against the in-memory mocks: fast, no Docker."""

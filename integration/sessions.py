@@ -16,6 +16,9 @@ import nox
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "shortener"
+# The bundled examples: the shortener follows the toolkit's conventions, the shop its own (adopted
+# through its [tool.integration] config).
+EXAMPLES = {"shortener": EXAMPLE, "shop": REPO / "examples" / "shop"}
 COMPOSE_DIR = REPO / "compose"
 INTERPRETERS = REPO / ".nox" / "interpreters"
 PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
@@ -115,32 +118,38 @@ def build(session: nox.Session) -> None:
     session.run("python", "-m", "integration", "build", *session.posargs, env=_env(session))
 
 
-def integration(session: nox.Session, postgres: str | None = None) -> None:
+def _tests_of(root: Path) -> tuple[str, str]:
+    """The system's use-case tests folder and the option that switches them to the real services, from
+    its [tool.integration] config (integration.settings reads TOML with the standard library only)."""
+    from integration.settings import load_config
+
+    config = load_config(root)
+    return config.tests, config.mode_option
+
+
+def integration(session: nox.Session, postgres: str | None = None, example: str | None = None) -> None:
     _install(session)
     env = _env(session, postgres)
+    if example:
+        env["INTEGRATION_ROOT"] = str(EXAMPLES[example])
     session.run("python", "-m", "integration", "build", env=env)
     root = Path(env["INTEGRATION_ROOT"])
+    tests, mode_option = _tests_of(root)
     args = pytest_args(session.posargs, session.invoked_from)
     session.chdir(root)
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "use_case_tests",
-        "--integration",
-        "-p",
-        "no:cacheprovider",
-        *args,
-        env=env,
-    )
+    session.run("python", "-m", "pytest", tests, mode_option, "-p", "no:cacheprovider", *args, env=env)
 
 
 def mock_tests(session: nox.Session) -> None:
+    """The use-case tests against the mocks: $INTEGRATION_ROOT's, else every bundled example's."""
     _install(session)
-    root = Path(_env(session)["INTEGRATION_ROOT"])
+    configured = os.environ.get("INTEGRATION_ROOT")
+    roots = [Path(configured)] if configured else list(EXAMPLES.values())
     args = pytest_args(session.posargs, session.invoked_from)
-    session.chdir(root)
-    session.run("python", "-m", "pytest", "use_case_tests", "-p", "no:cacheprovider", *args)
+    for root in roots:
+        tests, _ = _tests_of(root)
+        session.chdir(root)
+        session.run("python", "-m", "pytest", tests, "-p", "no:cacheprovider", *args)
 
 
 def tests(session: nox.Session) -> None:
