@@ -26,6 +26,7 @@ from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException
 
 from . import settings
+from .adopt import cmd_init
 from .baseimages import build_all_standins, engine_check, locally_available, resolve_base_images
 from .discovery import load_system
 from .doctor import run_doctor
@@ -215,6 +216,7 @@ COMMANDS = {
     "down": (cmd_down, "remove this checkout's stack: containers, network, volumes"),
     "run": (cmd_run, "build, then run the use-case tests against the real stack"),
     "doctor": (cmd_doctor, "look for the known causes of failed integration runs"),
+    "init": (cmd_init, "inspect the repository and write its adoption (config and real harness)"),
 }
 
 
@@ -231,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
         )
         if name == "build":
             command.add_argument("--force", action="store_true", help="rebuild even fresh images")
+        if name == "init":
+            command.add_argument(
+                "--force", action="store_true", help="replace the existing config and real_harness.py"
+            )
         if name == "run":
             command.add_argument(
                 "pytest_args", nargs=argparse.REMAINDER, help="given to pytest, after -- (e.g. -- -k visit)"
