@@ -13,7 +13,7 @@ Two kinds of setting:
 
       root            --root (CLI), --integration-root / ini integration_root (pytest), $INTEGRATION_ROOT,
                       the folder around the working folder (pytest: its rootdir), the bundled example (CLI)
-      compose folder  $INTEGRATION_COMPOSE_DIR, else <root>/.integration
+      compose folder  $INTEGRATION_COMPOSE_DIR, else $XDG_CACHE_HOME (~/.cache)/service-integration/<project>
       health timeout  --health-timeout, health_timeout in the config, 90 s
       port base       $INTEGRATION_PORT_BASE, 47100
       reuse           --reuse-stack, $INTEGRATION_REUSE, off

@@ -119,8 +119,14 @@ def project_name(system: SystemSpec, worker: str | None = None) -> str:
 
 
 def default_compose_dir(system: SystemSpec) -> Path:
+    """$INTEGRATION_COMPOSE_DIR, else a folder of this checkout's in the user's cache: never inside the
+    system root, which is the build context (a `COPY . .` would bake the compose files and run folders
+    into an image and change its inputs at every run) and the user's git work tree."""
     configured = os.environ.get(COMPOSE_DIR_ENV)
-    return Path(configured).resolve() if configured else system.root / ".integration"
+    if configured:
+        return Path(configured).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (cache / "service-integration" / project_name(system)).resolve()
 
 
 def check_compose(client: DockerClient) -> str:

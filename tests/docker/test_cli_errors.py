@@ -692,8 +692,10 @@ def test_ports_taken_after_every_plan_are_status_1_naming_port_holder_and_fix(
     root = copy_built(built, tmp_path / "tiny")
     project = f"itest-cli-{token()}"
     try:
-        with PortThief(root / ".integration" / f"{project}.yml") as thief:
-            result = cli("up", "--root", str(root), env=clean_env(INTEGRATION_PROJECT=project))
+        compose_dir = tmp_path / "compose"
+        with PortThief(compose_dir / f"{project}.yml") as thief:
+            env = clean_env(INTEGRATION_PROJECT=project, INTEGRATION_COMPOSE_DIR=str(compose_dir))
+            result = cli("up", "--root", str(root), env=env)
         assert_one_message(
             result,
             1,

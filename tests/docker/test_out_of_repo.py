@@ -115,7 +115,19 @@ def test_the_wheel_works_in_a_repository_of_the_same_shape(tmp_path):
     installed = time.monotonic()
 
     root = copy_example(tmp_path / "repository")
-    env = dict(env, PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+    # A repository under git, ignoring what Python and pytest write, as most do: the toolkit must add
+    # nothing that `git status` shows.
+    (root / ".gitignore").write_text("__pycache__/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the repository"]):
+        subprocess.run([*git, *command], check=True, capture_output=True)
+    cache = tmp_path / "cache"
+    env = dict(
+        env,
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+        XDG_CACHE_HOME=str(cache),
+    )
     prefix = project_name(load_system(root))
     assert not leftovers(prefix)
 
@@ -134,8 +146,10 @@ def test_the_wheel_works_in_a_repository_of_the_same_shape(tmp_path):
             )
     assert re.search(r"\b43 passed\b", real), real[-2000:]
     assert left == [], f"left behind after the run: {left}"
-    # The default compose folder of a repository is its own .integration/, not this checkout's compose/.
-    assert (root / ".integration" / f"{prefix}.yml").exists()
+    # The default compose folder is the user's cache, never the repository (the build context).
+    assert (cache / "service-integration" / prefix / f"{prefix}.yml").exists()
+    status = subprocess.run([*git, "status", "--porcelain"], check=True, capture_output=True, text=True)
+    assert status.stdout == "", f"the run left files in the repository:\n{status.stdout}"
     finished = time.monotonic()
     print(
         f"\n[out-of-repo] wheel + venv + install {installed - started:.1f}s, "
