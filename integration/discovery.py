@@ -403,6 +403,16 @@ class _ServicesFile:
             )
 
         if "services" not in data:
+            close = difflib.get_close_matches(
+                "services", [str(k) for k in data], n=1, cutoff=NEAR_MISS_CUTOFF
+            )
+            if close:
+                raise self.error(
+                    (close[0],),
+                    f"required key 'services' missing from the top level; did you mean 'services'? "
+                    f"(the file has {close[0]!r})",
+                    at_key=True,
+                )
             raise self.error(("services",), "required key missing from the top level")
         services = data["services"]
         if not isinstance(services, Mapping):

@@ -203,16 +203,6 @@ CASES = [
     # services.yml: schema
     Case("top-level-list", write(SERVICES, "- echo\n"), (r"services\.yml", "mapping")),
     Case(
-        "wrong-version",
-        lambda root: set_yaml(root, lambda d: d.__setitem__("version", 2)),
-        (r"services\.yml: version", "1"),
-    ),
-    Case(
-        "missing-system",
-        lambda root: set_yaml(root, lambda d: d.pop("system")),
-        (r"services\.yml", "system"),
-    ),
-    Case(
         "misspelt-top-key",
         lambda root: set_yaml(root, lambda d: d.__setitem__("servics", d.pop("services"))),
         (r"services\.yml", r"did you mean 'services'\?"),
@@ -239,9 +229,13 @@ CASES = [
         (r"services\.yml: services\.echo\.port: 70000 is out of range",),
     ),
     Case(
-        "misspelt-service-key",
-        echo(lambda s: s.__setitem__("databse", s.pop("database"))),
-        (r"services\.yml: services\.echo", r"did you mean 'database'\?"),
+        # A near-miss key is a warning (services.yml is read by other tools too); strict makes it an error.
+        "misspelt-service-key-strict",
+        lambda root: (
+            echo(lambda s: s.__setitem__("databse", s.pop("database")))(root),
+            write("integration.toml", "strict = true\n")(root),
+        ),
+        (r"services\.yml: services\.echo\.databse: unknown key 'databse' looks like 'database'",),
     ),
     Case(
         "health-not-a-path",
@@ -260,7 +254,7 @@ CASES = [
     ),
     Case(
         "environment-not-a-string",
-        echo(lambda s: s.__setitem__("environment", {"WORKERS": 2})),
+        echo(lambda s: s.__setitem__("environment", {"WORKERS": True})),
         (r"services\.yml: services\.echo\.environment\.WORKERS: must be a string", "quote it"),
     ),
     Case(
@@ -289,10 +283,16 @@ CASES = [
         remove("services/echo"),
         (r"services\.yml: services\.echo\.build: build folder .*services/echo does not exist",),
     ),
+    # Dockerfiles: read before any build (one reader for the hash, the build and the doctor)
+    Case(
+        "dockerfile-unknown-instruction",
+        lambda root: (root / DOCKERFILE).write_text((root / DOCKERFILE).read_text() + "RUNN true\n"),
+        (r"Dockerfile: line \d+: unknown instruction 'RUNN'",),
+    ),
     # contracts
     Case(
         "contract-missing",
-        remove(CONTRACT),
+        lambda root: (echo(lambda s: s.__setitem__("contract", "echo"))(root), remove(CONTRACT)(root)),
         (
             r"services\.yml: services\.echo\.contract: ",
             r"contract module architecture\.contracts\.echo not found",
@@ -613,7 +613,6 @@ BUILD_FAILURES = [
         "COPY services/echo/missing.py /srv/",
         r"services/echo/missing\.py.* not found",
     ),
-    ("unknown-instruction", "RUNN true", r"unknown instruction: RUNN"),
 ]
 
 

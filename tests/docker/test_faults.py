@@ -40,7 +40,7 @@ from waiting import GENEROUS
 
 from integration.discovery import load_system
 from integration.ports import describe_port_owner
-from integration.stack import PROJECT_ENV, default_compose_dir, project_name
+from integration.stack import COMPOSE_DIR_ENV, PROJECT_ENV, default_compose_dir, project_name
 
 pytestmark = pytest.mark.docker
 
@@ -84,6 +84,16 @@ def copy_example(destination: Path) -> Path:
 
 def project_of(root: Path) -> str:
     return project_name(load_system(root))
+
+
+def runs_compose_dir(root: Path) -> Path:
+    """Where the runs of these tests, started without $INTEGRATION_COMPOSE_DIR, keep their files."""
+    saved = os.environ.pop(COMPOSE_DIR_ENV, None)
+    try:
+        return default_compose_dir(load_system(root))
+    finally:
+        if saved is not None:
+            os.environ[COMPOSE_DIR_ENV] = saved
 
 
 # --- the project's resources ------------------------------------------------------------------------------
@@ -455,7 +465,7 @@ def test_with_every_default_host_port_taken_the_run_passes_on_other_ports(
     finally:
         for sock in held.values():
             sock.close()
-    compose = (default_compose_dir(load_system(root)) / f"{project}.yml").read_text()
+    compose = (runs_compose_dir(root) / f"{project}.yml").read_text()
     published = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d+):\d+", compose)}
     assert len(published) == 6, compose
     assert not published & set(DEFAULT_PORTS), f"a taken default port was planned: {sorted(published)}"
@@ -556,7 +566,7 @@ def test_a_service_crashing_at_start_fails_the_run_fast_naming_container_code_an
         folder = re.search(r"run folder with every container's logs: (\S+)", output)
         assert folder, output[-3000:]
         saved = Path(folder.group(1))
-        assert saved.is_dir() and saved.is_relative_to(default_compose_dir(load_system(root)))
+        assert saved.is_dir() and saved.is_relative_to(runs_compose_dir(root))
         assert not saved.is_relative_to(root), "a run folder inside the build context"
         assert {"compose.yml", "ps.json", "images.json", "links.log", "reason.txt"} <= {
             p.name for p in saved.iterdir()
