@@ -333,7 +333,9 @@ def run_timed(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], time
         )
         output, code = done.stdout, done.returncode
     except subprocess.TimeoutExpired as exc:
-        output, code = f"{exc.stdout or ''}\n(timed out after {timeout:.0f}s)", -1
+        # On POSIX the output so far comes as bytes even with text=True.
+        so_far = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        output, code = f"{so_far}\n(timed out after {timeout:.0f}s)", -1
     return Run(time.perf_counter() - started, code, output)
 
 

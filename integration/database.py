@@ -23,7 +23,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Connection, Engine, create_engine, inspect, make_url
 from sqlalchemy.engine import URL
@@ -391,10 +391,11 @@ def reset_database(
         plan = _Plan(tuple(order), _deletes(engine, order, schema), None)
     else:
         with _plans_lock:
-            plan = _plans.get(key)
-        if plan is None:
+            cached = _plans.get(key)
+        if cached is None:
             from_cache = False
-            plan = _plan(engine, schema, key[2])
+            cached = _plan(engine, schema, key[2])
+        plan = cached
     renewed = False  # whether this reset read the schema again
     executions = 0
     lock_failures = 0
@@ -437,6 +438,10 @@ def reset_database(
 # --- event tables ----------------------------------------------------------------------------------------
 
 
+@overload
+def _as_utc(value: datetime) -> datetime: ...
+@overload
+def _as_utc(value: None) -> None: ...
 def _as_utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -481,6 +486,7 @@ def _select_outbox(
                 f"{table} of {redact(engine.url)}: event {event_id} ({event_type}) has a payload that is "
                 f"not a JSON object: {exc}"
             ) from None
+        # occurred_at is a timestamp (docs/conventions.md); published_at is NULL until the row is sent.
         result.append(OutboxRow(str(event_id), event_type, data, _as_utc(occurred_at), _as_utc(published_at)))
     return tuple(result)
 

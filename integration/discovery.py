@@ -456,6 +456,7 @@ class _ServicesFile:
         dockerfile = self._dockerfile(root, value, field, overrides, build_dir)
         port = self._port(value, field, overrides, dockerfile)
 
+        where: tuple[str, ...]  # the field path the health path was read from
         if overrides.health is not None:
             health, where = overrides.health, ("health",)
         else:
@@ -915,9 +916,9 @@ def _read_contracts(
                 name = f"{CONTRACTS_PACKAGE}.{file.stem}"
                 if file.stem.startswith("_") or name in modules:
                     continue
-                module = sys.modules.get(name)
-                if module is not None:
-                    contracts.learn(module, file, config)
+                imported = sys.modules.get(name)
+                if imported is not None:
+                    contracts.learn(imported, file, config)
         for event, cls in contracts.classes.items():
             declared = _declared_routing_key(cls, config.routing_key_attribute)
             if declared and event not in contracts.routing_keys:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,8 @@ _ADD_FLAGS = {
 }
 _FROM_FLAGS = {"platform": True}
 _REPEATABLE = frozenset({"exclude"})
+# A parsed flag's value: a boolean flag's, a valued flag's, or a repeatable flag's (each value given).
+_Flag = str | bool | tuple[str, ...]
 
 _DIRECTIVE = re.compile(r"^#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*(.*?)[ \t]*$")
 _HEREDOC_WORD = re.compile(r"^[0-9]*<<(-?)(\"|'|)([^\s\"'<>|&;]+)\2$")
@@ -329,7 +331,7 @@ class _Anything(Mapping[str, str]):
     def __contains__(self, key: object) -> bool:
         return True
 
-    def __iter__(self):  # pragma: no cover - never iterated
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - never iterated
         return iter(())
 
     def __len__(self) -> int:  # pragma: no cover
@@ -651,8 +653,10 @@ class _Parser:
             if inner in ("ONBUILD", "FROM", "MAINTAINER"):
                 raise _Malformed(f"{inner} is not allowed as an ONBUILD trigger")
 
-    def _flags(self, words: list[str], known: Mapping[str, bool], keyword: str) -> tuple[dict, list[str]]:
-        flags: dict[str, object] = {}
+    def _flags(
+        self, words: list[str], known: Mapping[str, bool], keyword: str
+    ) -> tuple[dict[str, _Flag], list[str]]:
+        flags: dict[str, _Flag] = {}
         while words and words[0].startswith("--"):
             word = words.pop(0)
             name, has_value, value = word[2:].partition("=")
@@ -668,7 +672,8 @@ class _Parser:
             if takes_value:
                 text = _unquote(value, self.escape)
                 if name in _REPEATABLE:
-                    flags[name] = (*flags.get(name, ()), text)  # type: ignore[misc]
+                    previous = flags.get(name, ())
+                    flags[name] = (*(previous if isinstance(previous, tuple) else ()), text)
                 else:
                     flags[name] = text
             else:
@@ -774,6 +779,7 @@ class _Parser:
             else:
                 sources.append(word)
         from_ = flags.get("from")
+        excludes = flags.get("exclude", ())  # a tuple: --exclude is repeatable
         self.copies.append(
             Copy(
                 line=line,
@@ -787,7 +793,7 @@ class _Parser:
                 chmod=_str_flag(flags, "chmod"),
                 link=flags.get("link") is True,
                 parents=flags.get("parents") is True,
-                excludes=tuple(flags.get("exclude", ())),  # type: ignore[arg-type]
+                excludes=excludes if isinstance(excludes, tuple) else (),
                 checksum=_str_flag(flags, "checksum"),
                 heredocs=tuple(inline),
                 json_form=as_json is not None,

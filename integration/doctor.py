@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Literal
 
@@ -217,15 +217,17 @@ def _services_from_raw(root: Path) -> tuple[ServiceView, ...]:
     if isinstance(entries, dict):
         for name, entry in entries.items():
             entry = entry if isinstance(entry, dict) else {}
-            build = entry.get("build") if isinstance(entry.get("build"), str) else f"services/{name}"
-            dockerfile = entry.get("dockerfile") if isinstance(entry.get("dockerfile"), str) else None
-            health = entry.get("health") if isinstance(entry.get("health"), str) else "/health"
+            raw_build, raw_dockerfile = entry.get("build"), entry.get("dockerfile")
+            raw_health = entry.get("health")
+            build = raw_build if isinstance(raw_build, str) else f"services/{name}"
+            dockerfile_name = raw_dockerfile if isinstance(raw_dockerfile, str) else None
+            health = raw_health if isinstance(raw_health, str) else "/health"
             build_dir = (root / build).resolve()
             views.append(
                 ServiceView(
                     str(name),
                     build_dir,
-                    (root / dockerfile).resolve() if dockerfile else build_dir / "Dockerfile",
+                    (root / dockerfile_name).resolve() if dockerfile_name else build_dir / "Dockerfile",
                     health,
                 )
             )
@@ -542,7 +544,7 @@ class _ServiceRoutes:
             if tree is None:
                 continue
             bindings = _import_bindings(tree)
-            scanner = _RouteScanner(file, lambda node, f=file, b=bindings: self._resolve(f, b, node))
+            scanner = _RouteScanner(file, partial(self._resolve, file, bindings))
             scanner.scan(tree)
             for name, table in scanner.tables.items():
                 self.tables[(file, name)] = table
@@ -1407,11 +1409,12 @@ def _releases(scope: ast.AST, holders: _Holders, closers: frozenset[str]) -> boo
                 _keys_in(a) & everything for a in arguments
             ):
                 return True  # close_all(self.clients)
+        loops: list[tuple[ast.expr, ast.expr, Sequence[ast.AST]]]  # (iterated, target, body) of each loop
         if isinstance(node, ast.For | ast.AsyncFor):
             loops = [(node.iter, node.target, node.body)]
         elif isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
-            body = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-            loops = [(g.iter, g.target, body) for g in node.generators]
+            elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+            loops = [(g.iter, g.target, elements) for g in node.generators]
         else:
             continue
         for iterated, target, body in loops:
@@ -1456,7 +1459,10 @@ def check_truncate(project: Project) -> list[Finding]:
                     continue
                 text = node.value
             elif isinstance(node, ast.JoinedStr):
-                text = "".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)
+                text = "".join(
+                    v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "x"
+                    for v in node.values
+                )
             else:
                 continue
             if _TRUNCATE.search(text):

@@ -110,8 +110,9 @@ def error_detail(body: Any) -> str | None:
             return render_validation_errors(detail)
         return jsonlib.dumps(detail, default=str, separators=(",", ":"))
     for key in ("message", "error", "title"):
-        if isinstance(body.get(key), str):
-            return body[key]
+        value = body.get(key)
+        if isinstance(value, str):
+            return value
     return None
 
 
@@ -553,9 +554,21 @@ class RealServiceHarness:
             properties=properties,
         )
 
+    def _event_settings(self) -> tuple[str, OutboxColumns, str]:
+        """The outbox table, its columns and the processed table's event id column: the harness's, and
+        where one of them is None (set so on an instance after __init__ resolved it), the system's."""
+        events = self.endpoints.events
+        return (
+            self.outbox_table or events.outbox_table,
+            self.outbox_columns or events.outbox,
+            self.processed_event_id or events.processed_event_id,
+        )
+
     def _outbox_rows(self) -> list[tuple[str, OutboxRow]]:
+        outbox_table, outbox_columns, _ = self._event_settings()
+
         def read(service: str) -> list[OutboxRow]:
-            rows = read_outbox(self.engine(service), self.outbox_table, self.outbox_columns)
+            rows = read_outbox(self.engine(service), outbox_table, outbox_columns)
             return [self._named(row) for row in rows]
 
         services = self.database_services()
@@ -606,13 +619,15 @@ class RealServiceHarness:
         return consumed
 
     def _event_state(self, consumers: Collection[str]) -> dict[str, EventTables]:
+        outbox_table, outbox_columns, processed_event_id = self._event_settings()
+
         def read(service: str) -> EventTables:
             tables = read_event_tables(
                 self.engine(service),
-                outbox_table=self.outbox_table,
+                outbox_table=outbox_table,
                 processed_table=self.processed_table if service in consumers else None,
-                outbox_columns=self.outbox_columns,
-                processed_event_id=self.processed_event_id,
+                outbox_columns=outbox_columns,
+                processed_event_id=processed_event_id,
             )
             if tables.outbox is None:
                 return tables

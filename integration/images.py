@@ -16,7 +16,7 @@ import collections
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -193,6 +193,7 @@ def _run_build(
             progress="plain",
             stream_logs=True,
         )
+        assert isinstance(stream, Iterator)  # stream_logs=True: the build's output lines, not an Image
         seen_steps: set[str] = set()
         for line in stream:
             line = line.rstrip()

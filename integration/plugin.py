@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -162,7 +162,7 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _exit(config: pytest.Config, exc: IntegrationError) -> None:
+def _exit(config: pytest.Config, exc: IntegrationError) -> NoReturn:
     """One `error:` message on stderr and the error's own exit status, as the command line gives."""
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
@@ -276,14 +276,13 @@ def _config_of(config: pytest.Config) -> Any:
 
 
 def _health_timeout(config: pytest.Config) -> float:
-    from .settings import DEFAULT_HEALTH_TIMEOUT as default
     from .settings import checked_health_timeout
 
     option = config.getoption("--health-timeout")
     if option is not None:
         return checked_health_timeout(option, "--health-timeout")
     configured = _config_of(config).health_timeout
-    return default if configured is None else configured
+    return DEFAULT_HEALTH_TIMEOUT if configured is None else configured
 
 
 def _system_for(config: pytest.Config) -> SystemSpec:
@@ -321,7 +320,8 @@ def _write(terminal: Any, line: str) -> None:
         # After xdist's row of progress dots start a line of our own (write_line does so only after a
         # test file's row).
         writer = getattr(terminal, "_tw", None)
-        if not getattr(terminal, "currentfspath", None) and getattr(writer, "width_of_current_line", 0):
+        width = getattr(writer, "width_of_current_line", 0)
+        if writer is not None and width and not getattr(terminal, "currentfspath", None):
             writer.line()
         terminal.write_line(f"[integration] {line}")
     else:
@@ -541,10 +541,18 @@ def real_harness_class(pytestconfig: pytest.Config) -> type:
 
     module_name, _, class_name = configured.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), class_name)
+        loaded = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as exc:
         where = _config_of(pytestconfig).where(("real_harness",))
         pytest.fail(f"{where}: cannot load {configured!r}: {type(exc).__name__}: {exc}", pytrace=False)
+    if not isinstance(loaded, type):
+        where = _config_of(pytestconfig).where(("real_harness",))
+        pytest.fail(
+            f"{where}: {configured!r} is {type(loaded).__name__}, not a class (your RealServiceHarness "
+            "subclass)",
+            pytrace=False,
+        )
+    return loaded
 
 
 @pytest.hookimpl(wrapper=True)

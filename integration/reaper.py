@@ -320,7 +320,7 @@ def _handshake(host: str, port: int, project: str, timeout: float) -> socket.soc
 
 
 def _host_port(container: Container) -> int:
-    for binding in container.network_settings.ports.get(f"{CONTAINER_PORT}/tcp") or []:
+    for binding in (container.network_settings.ports or {}).get(f"{CONTAINER_PORT}/tcp") or []:
         port = binding.get("HostPort") if isinstance(binding, dict) else getattr(binding, "host_port", None)
         if port:
             return int(port)
@@ -334,9 +334,11 @@ def _remove(client: DockerClient, container: str) -> None:
 
 def _logs(client: DockerClient, container: str) -> str:
     try:
-        return client.container.logs(container, tail=15).strip()
+        logs = client.container.logs(container, tail=15)
     except DockerException:
         return "(no logs: the container is gone)"
+    text = logs if isinstance(logs, str) else "".join(chunk.decode(errors="replace") for _, chunk in logs)
+    return text.strip()
 
 
 def start_reaper(
@@ -386,7 +388,7 @@ def start_reaper(
             f"starting the reaper of {project} failed: {(exc.stderr or str(exc)).strip()[-400:]}"
         ) from exc
     try:
-        port = _host_port(container)  # type: ignore[arg-type]
+        port = _host_port(container)
         deadline = started + START_TIMEOUT
         while True:
             try:

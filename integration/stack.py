@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import yaml
 from python_on_whales import Container, DockerClient
+from python_on_whales.components.container.models import ContainerInspectResult
 from python_on_whales.exceptions import DockerException
 
 from .broker import BrokerAdmin, BrokerError
@@ -165,30 +166,38 @@ class ContainerInfo:
     container_id: str = ""
 
 
+def _snapshot(container: Container) -> ContainerInspectResult:
+    """The one private API of python-on-whales the toolkit uses: a container's inspection as one
+    snapshot. Its public attributes run `docker inspect` again on every read that comes more than 10 ms
+    after the last one, which made reading five containers take seconds on a busy machine, and it has
+    no public way to read them all from one inspection."""
+    cached = getattr(container, "_inspect_result", None)
+    return cached if isinstance(cached, ContainerInspectResult) else container._get_inspect_result()
+
+
 def _info(container: Container) -> ContainerInfo:
-    # One snapshot: python-on-whales runs `docker inspect` again on every attribute read that comes more
-    # than 10 ms after the last one, which made reading five containers take seconds on a busy machine.
-    snapshot = getattr(container, "_inspect_result", None) or container._get_inspect_result()
-    labels = snapshot.config.labels or {}
+    snapshot = _snapshot(container)
+    labels = (snapshot.config.labels if snapshot.config else None) or {}
     ports: dict[int, int] = {}
-    for key, bindings in (snapshot.network_settings.ports or {}).items():
+    network = snapshot.network_settings
+    for key, bindings in ((network.ports if network else None) or {}).items():
         private = int(key.split("/")[0])
         for binding in bindings or []:
             host_port = binding.get("HostPort") if isinstance(binding, dict) else None
             if host_port:
                 ports[private] = int(host_port)
     state = snapshot.state
-    health = state.health.status if state.health else None
+    health = state.health.status if state is not None and state.health else None
     name = (snapshot.name or "").removeprefix("/")
     return ContainerInfo(
         service=labels.get("com.docker.compose.service", name),
         name=name,
-        state=state.status or "unknown",
-        exit_code=state.exit_code or 0,
+        state=(state.status if state is not None else None) or "unknown",
+        exit_code=(state.exit_code if state is not None else None) or 0,
         health=health,
-        image_id=snapshot.image,
+        image_id=snapshot.image or "",
         ports=ports,
-        container_id=snapshot.id,
+        container_id=snapshot.id or "",
     )
 
 
@@ -252,7 +261,9 @@ def with_dependents(stale: set[str], services: Mapping[str, Mapping[str, object]
     while changed:
         changed = False
         for name, config in services.items():
-            depends = config.get("depends_on") or {}
+            depends = config.get("depends_on") or {}  # a mapping, or compose's short form: a list
+            if not isinstance(depends, Mapping | list):
+                continue
             if name not in result and any(dep in result for dep in depends):
                 result.add(name)
                 changed = True
@@ -442,18 +453,20 @@ class Stack:
         started = time.monotonic()
         self._compose_up()
         self.timings["up"] = time.monotonic() - started
-        self._after_up(self.containers())
+        endpoints = self._after_up(self.containers())
         self.outcome = "created"
-        return self.endpoints  # type: ignore[return-value]
+        return endpoints
 
-    def _after_up(self, infos: list[ContainerInfo]) -> None:
+    def _after_up(self, infos: list[ContainerInfo]) -> StackEndpoints:
+        """Check the images, set and wait for the endpoints (returned), save the state to reuse."""
         started = time.monotonic()
         self._verify_images(infos)
-        self.endpoints = self._endpoints(infos)
-        self._wait_for_health(self.endpoints)
+        self.endpoints = endpoints = self._endpoints(infos)
+        self._wait_for_health(endpoints)
         self.timings["health"] = time.monotonic() - started
         if self.reuse or self.keep:
             self._save_state(infos)
+        return endpoints
 
     def _check_compose(self) -> None:
         # Once per process and engine: the answer does not change while a test session runs.
@@ -584,9 +597,9 @@ class Stack:
         started = time.monotonic()
         self._compose_up()
         self.timings["up"] = time.monotonic() - started
-        self._after_up(self.containers())
+        endpoints = self._after_up(self.containers())
         self.outcome = "recreated " + ", ".join(sorted(blockers)) if blockers else "recreated"
-        return self.endpoints  # type: ignore[return-value]
+        return endpoints
 
     def _compose_up(self, retries: int = 2) -> None:
         for attempt in range(retries + 1):
@@ -719,9 +732,10 @@ class Stack:
 
     def logs_tail(self, container: str, lines: int = LOG_TAIL_LINES) -> str:
         try:
-            text = self.client.container.logs(container, tail=lines, timestamps=True)
+            logs = self.client.container.logs(container, tail=lines, timestamps=True)
         except DockerException as exc:
             return f"(logs unavailable: {(exc.stderr or str(exc)).strip()[-200:]})"
+        text = logs if isinstance(logs, str) else "".join(chunk.decode(errors="replace") for _, chunk in logs)
         # python-on-whales reads stdout and stderr on two threads, so their lines arrive interleaved at
         # random; the engine's fixed-width timestamps restore the order the container wrote them in.
         stamped = [line.partition(" ") for line in text.split("\n") if line]
@@ -829,25 +843,26 @@ class Stack:
         """Wait until each (compose service, health URL) answers 200, in parallel; a dead container or
         a timeout ends the wait with one message."""
         lock = threading.Lock()
-        last_check = [0.0, ""]
+        checked_at = [0.0]
+        death = [""]
 
         def check_alive() -> str | None:
             # One `docker inspect` per second at most, shared by the parallel waits; a wait never queues
             # behind another one's inspect (it takes a few hundred ms on a busy machine): it goes on
             # polling with the last answer.
             if not lock.acquire(blocking=False):
-                return last_check[1] or None
+                return death[0] or None
             try:
-                if time.monotonic() - last_check[0] < 1.0:
-                    return last_check[1] or None
-                last_check[0] = time.monotonic()
+                if time.monotonic() - checked_at[0] < 1.0:
+                    return death[0] or None
+                checked_at[0] = time.monotonic()
                 dead = [i for i in self.containers() if i.state in ("exited", "dead")]
-                last_check[1] = (
+                death[0] = (
                     self._failure_message(f"container {dead[0].name} exited while the stack was starting")
                     if dead
                     else ""
                 )
-                return last_check[1] or None
+                return death[0] or None
             finally:
                 lock.release()
 
@@ -918,11 +933,12 @@ class Stack:
             (folder / "ps.json").write_text(json.dumps([vars(i) for i in infos], indent=2, default=str))
             for info in infos:
                 (folder / f"{info.service}.log").write_text(self.logs_tail(info.name, lines=2000))
-            images = {}
+            images: dict[str, object] = {}
             for spec in self.system.services:
                 try:
                     image = self.client.image.inspect(spec.image)
-                    images[spec.image] = {"id": image.id, "labels": image.config.labels}
+                    labels = image.config.labels if image.config else None
+                    images[spec.image] = {"id": image.id, "labels": labels}
                 except DockerException:
                     images[spec.image] = None
             (folder / "images.json").write_text(json.dumps(images, indent=2, default=str))
