@@ -20,13 +20,15 @@ import difflib
 import importlib
 import keyword
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 import yaml
@@ -39,6 +41,7 @@ from .settings import SERVICES_FILE, ServiceOverrides, SystemConfig, find_system
 __all__ = ["IMAGE_RE", "SERVICES_FILE", "find_system_root", "load_system"]
 
 CONTRACTS_PACKAGE = "architecture.contracts"
+CONTRACT_IMPORT_SECONDS = 10.0  # a contract module that takes longer to import is stuck
 MAX_SERVICES_BYTES = 4 << 20
 
 # What the toolkit reads from a service's entry, each under the names repositories use for it; the
@@ -265,24 +268,32 @@ class _ServicesFile:
         return ConfigError(self.path, ".".join(field) or None, problem, line=line)
 
     def _reject_duplicate_keys(self, node: yaml.Node | None, field: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
+        """Every mapping of the document, each node once: an alias may refer to a node that holds it."""
+        pending: list[tuple[yaml.Node | None, tuple[str, ...]]] = [(node, field)]
+        visited: set[int] = set()
+        while pending:
+            current, path = pending.pop()
+            if current is None or id(current) in visited:
+                continue
+            visited.add(id(current))
+            if isinstance(current, yaml.SequenceNode):
+                pending.extend((item, (*path, str(i))) for i, item in enumerate(current.value))
+                continue
+            if not isinstance(current, yaml.MappingNode):
+                continue
             seen: set[str] = set()
-            for key_node, value_node in node.value:
+            for key_node, value_node in current.value:
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 if key_node.value in seen:
-                    where = ".".join((*field, key_node.value))
                     raise ConfigError(
                         self.path,
-                        where,
+                        ".".join((*path, key_node.value)),
                         f"key {key_node.value!r} appears twice (line {key_node.start_mark.line + 1}); "
                         "YAML would silently keep only the last one: merge the two entries",
                     )
                 seen.add(key_node.value)
-                self._reject_duplicate_keys(value_node, (*field, str(key_node.value)))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._reject_duplicate_keys(item, (*field, str(i)))
+                pending.append((value_node, (*path, str(key_node.value))))
 
     # -- typed getters
 
@@ -795,6 +806,44 @@ def _where(exc: BaseException, root: Path) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
+class _ImportTookTooLong(BaseException):
+    """Raised in the importing thread by the time limit's alarm (a BaseException, so that a contract's
+    own `except Exception` cannot swallow it)."""
+
+    def __init__(self, frame: FrameType | None) -> None:
+        super().__init__()
+        self.frame = frame
+
+    def where(self, root: Path) -> str:
+        """` (at file:line)` of the innermost frame in the repository when the alarm rang."""
+        frame = self.frame
+        while frame is not None:
+            if Path(frame.f_code.co_filename).is_relative_to(root):
+                return f" (it was at {frame.f_code.co_filename}:{frame.f_lineno})"
+            frame = frame.f_back
+        return ""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the code inside after `seconds` (with SIGALRM, so only in the main thread; elsewhere
+    no limit). A contract module that loops at import then ends in one message instead of a hang."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def ring(signum: int, frame: FrameType | None) -> None:
+        raise _ImportTookTooLong(frame)
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _import_contract(root: Path, services_file: Path, spec: ServiceSpec) -> tuple[ModuleType, Path]:
     module_name = spec.contract_module or ""
     path = _contract_file(root, module_name)
@@ -805,7 +854,16 @@ def _import_contract(root: Path, services_file: Path, spec: ServiceSpec) -> tupl
             f"contract module {module_name} not found: expected {path}; create it or set `contract:`",
         )
     try:
-        module = importlib.import_module(module_name)
+        with _time_limit(CONTRACT_IMPORT_SECONDS):
+            module = importlib.import_module(module_name)
+    except _ImportTookTooLong as exc:
+        raise ConfigError(
+            path,
+            module_name,
+            f"importing the contract did not finish within {CONTRACT_IMPORT_SECONDS:g} s{exc.where(root)}",
+            fix="a contract module only declares models and interfaces: move what runs at import "
+            "(a loop, a network call, a wait) into a function",
+        ) from None
     except (Exception, SystemExit) as exc:
         where = _where(exc, root)
         detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)

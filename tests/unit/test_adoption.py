@@ -317,3 +317,53 @@ def test_services_start_in_the_order_their_calls_allow(tmp_path):
     assert system.call_levels() == [("maker",), ("taker",)]
     assert load_system(SHOP).call_levels() == [("inventory",), ("orders",)]
     assert load_system(SHORTENER).call_levels() == [("links", "analytics")]
+
+
+# --- hostile inputs ------------------------------------------------------------------------------------
+
+
+def test_a_contract_that_loops_at_import_is_one_message_not_a_hang(tmp_path, monkeypatch):
+    import integration.discovery as discovery
+
+    monkeypatch.setattr(discovery, "CONTRACT_IMPORT_SECONDS", 0.5)
+    loop = "import time\nwhile True:\n    time.sleep(0.01)\n"
+    root = system_at(tmp_path, FOREIGN, **{"architecture/contracts/maker.py": loop})
+    with pytest.raises(ConfigError) as caught:
+        load_system(root)
+    assert "did not finish within 0.5 s" in str(caught.value)
+    assert "maker.py:3" in str(caught.value) or "maker.py:2" in str(caught.value)
+    assert caught.value.fix and "into a function" in caught.value.fix
+
+
+def test_a_contract_that_exits_at_import_is_one_message(tmp_path):
+    root = system_at(tmp_path, FOREIGN, **{"architecture/contracts/maker.py": "raise SystemExit(3)\n"})
+    with pytest.raises(ConfigError, match="SystemExit"):
+        load_system(root)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("services: &a\n  x: *a\n", "services"),  # an alias that refers to itself
+        ("a: &a [*a]\nservices: {}\n", "YAML"),
+        ("services:\n" + "  " * 3000 + "x: 1\n", "YAML"),
+        ("\ufeffservices: [\n", "YAML"),
+    ],
+    ids=["recursive-alias", "recursive-list", "deep", "bom-unclosed"],
+)
+def test_hostile_yaml_is_one_config_error(tmp_path, text, fragment):
+    root = system_at(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_system(root)
+    assert str(root / "architecture" / "services.yml") in str(caught.value)
+
+
+def test_a_services_file_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
+    import os
+
+    root = system_at(tmp_path, FOREIGN)
+    services = root / "architecture" / "services.yml"
+    services.unlink()
+    os.mkfifo(services)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_system(root)
