@@ -19,7 +19,6 @@ the rest alone. A reused stack still holds the last run's data: the caller reset
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
@@ -27,46 +26,41 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
-import yaml
-from python_on_whales import Container, DockerClient
-from python_on_whales.components.container.models import ContainerInspectResult
+from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
-from .broker import BrokerAdmin, BrokerError
 from .compose import dump_compose, render_compose, write_atomically
-from .database import create_databases
-from .errors import ConfigError, EngineError, HarnessError, StackError
+from .diagnostics import logs_tail, port_race_headline, port_taken, save_run_folder
+from .endpoints import (
+    HOST,
+    ContainerInfo,
+    MissingEndpoint,
+    container_info,
+    endpoints_of,
+    published_database_url,
+)
+from .errors import ConfigError, EngineError, StackError
 from .health import HealthTimeout, collapse_repeats, likely_cause, wait_for_service_health
 from .model import (
-    BROKER_MANAGEMENT_PORT,
-    BROKER_PASSWORD,
-    BROKER_SERVICE,
-    BROKER_USER,
     DEFAULT_HEALTH_TIMEOUT,
     LABEL_SYSTEM,
-    POSTGRES_PORT,
     PortPlan,
-    ServiceEndpoint,
     StackEndpoints,
     SystemSpec,
     copy_suffix,
     for_worker,
-    worker_database,
-    worker_vhost,
 )
-from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
+from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, plan_ports, port_is_free
 from .reaper import Reaper, reaper_enabled, start_reaper
+from .reuse import ReuseState, reuse_blockers, sha256
+from .workers import WorkerSetupError, prepare_workers
 
 Reporter = Callable[[str], None]
 
 MIN_COMPOSE_VERSION = (2, 20)
 HEALTH_POLL_INTERVAL = 0.05  # seconds between two health requests of one service while the stack starts
-HOST = "127.0.0.1"  # where the published ports are bound
 HEALTH_LOG_LINES = 20  # a health failure's message shows this many of the container's last log lines
 LOG_TAIL_LINES = 50
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
@@ -74,7 +68,6 @@ PROJECT_ENV = "INTEGRATION_PROJECT"
 REUSE_ENV = "INTEGRATION_REUSE"
 PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
-STATE_VERSION = 1
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _checked_compose: dict[int, str] = {}
@@ -150,124 +143,6 @@ def check_compose(client: DockerClient) -> str:
             "needed for `up --wait`. Upgrade the docker compose plugin"
         )
     return match.group(0)
-
-
-@dataclass
-class ContainerInfo:
-    """One container of the project as `docker inspect` shows it."""
-
-    service: str
-    name: str
-    state: str
-    exit_code: int
-    health: str | None
-    image_id: str
-    ports: dict[int, int] = field(default_factory=dict)  # container port -> host port
-    container_id: str = ""
-
-
-def _snapshot(container: Container) -> ContainerInspectResult:
-    """The one private API of python-on-whales the toolkit uses: a container's inspection as one
-    snapshot. Its public attributes run `docker inspect` again on every read that comes more than 10 ms
-    after the last one, which made reading five containers take seconds on a busy machine, and it has
-    no public way to read them all from one inspection."""
-    cached = getattr(container, "_inspect_result", None)
-    return cached if isinstance(cached, ContainerInspectResult) else container._get_inspect_result()
-
-
-def _info(container: Container) -> ContainerInfo:
-    snapshot = _snapshot(container)
-    labels = (snapshot.config.labels if snapshot.config else None) or {}
-    ports: dict[int, int] = {}
-    network = snapshot.network_settings
-    for key, bindings in ((network.ports if network else None) or {}).items():
-        private = int(key.split("/")[0])
-        for binding in bindings or []:
-            host_port = binding.get("HostPort") if isinstance(binding, dict) else None
-            if host_port:
-                ports[private] = int(host_port)
-    state = snapshot.state
-    health = state.health.status if state is not None and state.health else None
-    name = (snapshot.name or "").removeprefix("/")
-    return ContainerInfo(
-        service=labels.get("com.docker.compose.service", name),
-        name=name,
-        state=(state.status if state is not None else None) or "unknown",
-        exit_code=(state.exit_code if state is not None else None) or 0,
-        health=health,
-        image_id=snapshot.image or "",
-        ports=ports,
-        container_id=snapshot.id or "",
-    )
-
-
-@dataclass(frozen=True)
-class ReuseState:
-    """What reuse mode records about a stack it leaves running (`<project>.state.json`)."""
-
-    compose_sha256: str
-    ports: dict[str, dict[int, int]]  # compose service -> container port -> host port
-    containers: dict[str, str]  # compose service -> container id
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": STATE_VERSION,
-                "compose_sha256": self.compose_sha256,
-                "ports": self.ports,
-                "containers": self.containers,
-            },
-            indent=2,
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ReuseState | None:
-        """None for anything unreadable: a state file is a hint, never trusted blindly."""
-        try:
-            data = json.loads(text)
-            if data.get("version") != STATE_VERSION:
-                return None
-            ports = {
-                str(service): {int(c): int(h) for c, h in mapping.items()}
-                for service, mapping in data["ports"].items()
-            }
-            containers = {str(k): str(v) for k, v in data["containers"].items()}
-            return cls(str(data["compose_sha256"]), ports, containers)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _compose_services(text: str | None) -> dict[str, dict[str, object]]:
-    if not text:
-        return {}
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return {}
-    services = data.get("services") if isinstance(data, dict) else None
-    return services if isinstance(services, dict) else {}
-
-
-def with_dependents(stale: set[str], services: Mapping[str, Mapping[str, object]]) -> set[str]:
-    """`stale` and every compose service that depends on one of them, directly or not: a service
-    whose database or broker is recreated has lost its schema, queues or connections with it."""
-    result = set(stale)
-    changed = True
-    while changed:
-        changed = False
-        for name, config in services.items():
-            depends = config.get("depends_on") or {}  # a mapping, or compose's short form: a list
-            if not isinstance(depends, Mapping | list):
-                continue
-            if name not in result and any(dep in result for dep in depends):
-                result.add(name)
-                changed = True
-    return result
 
 
 class Stack:
@@ -495,7 +370,7 @@ class Stack:
         assert self.ports is not None
         text = self.compose_file.read_text()
         state = ReuseState(
-            compose_sha256=_sha256(text),
+            compose_sha256=sha256(text),
             ports={k: dict(v) for k, v in self.ports.ports.items()},
             containers={i.service: i.container_id for i in infos},
         )
@@ -513,7 +388,7 @@ class Stack:
         if not container_ids:
             return []
         try:
-            return [_info(c) for c in self.client.container.inspect(container_ids)]
+            return [container_info(c) for c in self.client.container.inspect(container_ids)]
         except DockerException:
             pass  # one of them is gone: look at what the project has instead
         try:
@@ -525,30 +400,7 @@ class Stack:
         self, state: ReuseState, text: str, on_disk: str | None, infos: list[ContainerInfo]
     ) -> dict[str, str]:
         """Compose service -> why its container cannot be reused as it is (empty: reuse everything)."""
-        recorded_file = on_disk if on_disk and _sha256(on_disk) == state.compose_sha256 else None
-        wanted = _compose_services(text)
-        # The same file: the same entries, without reading YAML (the reuse check's slowest step).
-        recorded = wanted if recorded_file == text else _compose_services(recorded_file)
-        by_service = {i.service: i for i in infos if state.containers.get(i.service) == i.container_id}
-        reasons: dict[str, str] = {}
-        for name, config in wanted.items():
-            info = by_service.get(name)
-            expected = self.expected_images.get(self.service_of.get(name, ""))
-            if recorded.get(name) != config:
-                reasons[name] = "its compose entry changed" if name in recorded else "it is new"
-            elif info is None:
-                reasons[name] = "its container is gone"
-            elif info.state != "running":
-                reasons[name] = f"its container is {info.state}"
-            elif info.health == "unhealthy":
-                # "starting" is no reason: the stack is left as soon as its services answer, often
-                # before their first health check; the services' health URLs are asked again below.
-                reasons[name] = "its container is unhealthy"
-            elif expected and info.image_id != expected:
-                reasons[name] = f"its image was rebuilt ({info.image_id[7:19]} -> {expected[7:19]})"
-        for name in sorted(with_dependents(set(reasons), wanted) - set(reasons)):
-            reasons[name] = "it depends on a recreated container"
-        return reasons
+        return reuse_blockers(state, text, on_disk, infos, self.expected_images, self.service_of)
 
     def _up_reusing(self, state: ReuseState) -> StackEndpoints:
         started = time.monotonic()
@@ -615,8 +467,8 @@ class Stack:
                 return
             except DockerException as exc:
                 output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
-                crashed = _port_taken(output) and self._exited()
-                if attempt < retries and _port_taken(output) and not crashed:
+                crashed = port_taken(output) and self._exited()
+                if attempt < retries and port_taken(output) and not crashed:
                     # Another process took a planned port between planning and binding: plan again
                     # (unless a container already crashed: another attempt would only crash again).
                     self.report("a planned host port was taken meanwhile; choosing other ports")
@@ -627,8 +479,8 @@ class Stack:
                     self.write()
                     continue
                 headline = "`docker compose up --wait` failed"
-                if _port_taken(output) and not crashed:
-                    headline = _port_race_headline(output, retries + 1)
+                if port_taken(output) and not crashed:
+                    headline = port_race_headline(output, retries + 1)
                 raise StackError(self._failure_message(headline, output)) from exc
 
     def _up_shared_infrastructure(self) -> None:
@@ -672,33 +524,12 @@ class Stack:
         )
 
     def _prepare_workers(self) -> None:
-        """Create each later worker's databases and virtual host (nothing happens for those that exist:
-        a reused stack has them)."""
+        """Create each later worker's databases and virtual host (integration.workers)."""
         started = time.monotonic()
-        by_service = {i.service: i for i in self.containers()}
-        later = self.workers[1:]  # the first worker uses the serial stack's databases and "/"
-        for spec in self.system.services:
-            if spec.database is None:
-                continue
-            url = self._database_url(by_service, spec.db_service, spec.database)
-            try:
-                create_databases(url, [worker_database(spec.database, worker) for worker in later])
-            except HarnessError as exc:
-                headline = f"creating the workers' databases in {spec.db_service} failed: {exc}"
-                raise StackError(self._failure_message(headline)) from exc
-        if self.system.needs_broker:
-            broker = by_service.get(BROKER_SERVICE)
-            if broker is None or BROKER_MANAGEMENT_PORT not in broker.ports:
-                raise StackError(self._failure_message("the broker has no published management port"))
-            url = f"http://127.0.0.1:{broker.ports[BROKER_MANAGEMENT_PORT]}"
-            with BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD) as admin:
-                try:
-                    admin.wait_until_ready(timeout=min(30.0, self.health_timeout))
-                    for worker in later:
-                        admin.ensure_vhost(worker_vhost(worker), BROKER_USER)
-                except BrokerError as exc:
-                    headline = f"creating the workers' virtual hosts failed: {exc}"
-                    raise StackError(self._failure_message(headline)) from exc
+        try:
+            prepare_workers(self.system, self.workers, self.containers(), min(30.0, self.health_timeout))
+        except (WorkerSetupError, MissingEndpoint) as exc:
+            raise StackError(self._failure_message(str(exc))) from exc
         self.timings["prepare workers"] = time.monotonic() - started
 
     def _exited(self) -> list[ContainerInfo]:
@@ -728,19 +559,7 @@ class Stack:
         if not containers:
             return []
         inspected = self.client.container.inspect([c.id for c in containers])
-        return [_info(c) for c in inspected]
-
-    def logs_tail(self, container: str, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            logs = self.client.container.logs(container, tail=lines, timestamps=True)
-        except DockerException as exc:
-            return f"(logs unavailable: {(exc.stderr or str(exc)).strip()[-200:]})"
-        text = logs if isinstance(logs, str) else "".join(chunk.decode(errors="replace") for _, chunk in logs)
-        # python-on-whales reads stdout and stderr on two threads, so their lines arrive interleaved at
-        # random; the engine's fixed-width timestamps restore the order the container wrote them in.
-        stamped = [line.partition(" ") for line in text.split("\n") if line]
-        ordered = [rest for _, _, rest in sorted(stamped, key=lambda parts: parts[0])]
-        return "\n".join(ordered) + "\n" if ordered else ""
+        return [container_info(c) for c in inspected]
 
     def _failure_message(self, headline: str, output: str = "") -> str:
         parts = [f"{headline} (project {self.project}, compose file {self.compose_file})"]
@@ -778,52 +597,17 @@ class Stack:
         return self.worker_endpoints[self.workers[0]] if self.workers else self._endpoints_of(infos, None)
 
     def _endpoints_of(self, infos: list[ContainerInfo], worker: str | None) -> StackEndpoints:
-        by_service = {i.service: i for i in infos}
-        suffix = copy_suffix(self.workers, worker)
-        services: dict[str, ServiceEndpoint] = {}
-        for spec in self.system.services:
-            name = for_worker(spec.name, suffix)
-            info = by_service.get(name)
-            if info is None or spec.port not in info.ports:
-                raise StackError(self._failure_message(f"service {name} has no published port"))
-            database_url = None
-            if spec.database:
-                database = worker_database(spec.database, suffix)
-                database_url = self._database_url(by_service, spec.db_service, database)
-            services[spec.name] = ServiceEndpoint(
-                name=spec.name,
-                url=f"http://127.0.0.1:{info.ports[spec.port]}",
-                database_url=database_url,
-                container=info.name,
-            )
-        broker_url = None
-        broker = by_service.get(BROKER_SERVICE)
-        if broker is not None and BROKER_MANAGEMENT_PORT in broker.ports:
-            broker_url = f"http://127.0.0.1:{broker.ports[BROKER_MANAGEMENT_PORT]}"
-        return StackEndpoints(
-            project=self.project,
-            services=services,
-            broker_management_url=broker_url,
-            exchange=self.system.exchange,
-            queues={s.name: s.queue for s in self.system.services if s.events_consumed},
-            consumed={s.name: s.events_consumed for s in self.system.services if s.events_consumed},
-            broker_vhost=worker_vhost(suffix),
-            worker=worker,
-            events=self.system.events,
-            routing_keys=dict(self.system.routing_keys),
-            event_classes=dict(self.system.event_classes),
-        )
+        try:
+            return endpoints_of(self.system, self.project, infos, self.workers, worker)
+        except MissingEndpoint as exc:
+            raise StackError(self._failure_message(str(exc))) from None
 
     def _database_url(self, by_service: Mapping[str, ContainerInfo], db_service: str, database: str) -> str:
         """The host-side URL of `database` in container `db_service`, through its published port."""
-        db = by_service.get(db_service)
-        if db is None or POSTGRES_PORT not in db.ports:
-            raise StackError(self._failure_message(f"database {db_service} is not published"))
-        credentials = self.system.credentials
-        return (
-            f"postgresql+psycopg2://{quote(credentials.user, safe='')}:{quote(credentials.password, safe='')}"
-            f"@127.0.0.1:{db.ports[POSTGRES_PORT]}/{database}"
-        )
+        try:
+            return published_database_url(self.system.credentials, by_service, db_service, database)
+        except MissingEndpoint as exc:
+            raise StackError(self._failure_message(str(exc))) from None
 
     def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
         """Wait for every service of every worker's endpoints (of `endpoints` without workers)."""
@@ -920,47 +704,21 @@ class Stack:
 
     # -- artifacts -------------------------------------------------------------------------------------
 
+    def logs_tail(self, container: str, lines: int = LOG_TAIL_LINES) -> str:
+        return logs_tail(self.client, container, lines)
+
     def save_artifacts(self, reason: str) -> Path | None:
         """A run folder for CI to keep: each container's logs, the compose file, ps output, image hashes."""
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = self.compose_dir / "runs" / f"{self.project}-{stamp}"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "reason.txt").write_text(reason + "\n")
-            if self.compose_file.exists():
-                (folder / "compose.yml").write_text(self.compose_file.read_text())
             infos = self.containers()
-            (folder / "ps.json").write_text(json.dumps([vars(i) for i in infos], indent=2, default=str))
-            for info in infos:
-                (folder / f"{info.service}.log").write_text(self.logs_tail(info.name, lines=2000))
-            images: dict[str, object] = {}
-            for spec in self.system.services:
-                try:
-                    image = self.client.image.inspect(spec.image)
-                    labels = image.config.labels if image.config else None
-                    images[spec.image] = {"id": image.id, "labels": labels}
-                except DockerException:
-                    images[spec.image] = None
-            (folder / "images.json").write_text(json.dumps(images, indent=2, default=str))
-        except (OSError, DockerException):
-            return None
-        return folder
-
-
-def _port_taken(output: str) -> bool:
-    lowered = output.lower()
-    return "port is already allocated" in lowered or "address already in use" in lowered
-
-
-def _port_race_headline(output: str, attempts: int) -> str:
-    """What to do when every port plan lost its race: the port, who holds it now, and the fix."""
-    found = re.findall(r"(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)", output)
-    port = int(found[-1]) if found else None
-    owner = describe_port_owner(port) if port else None
-    where = f"host port 127.0.0.1:{port}" if port else "a host port"
-    held = f" (now held by {owner})" if owner else ""
-    return (
-        f"{where}{held} was taken between planning and binding, {attempts} times in a row, each time "
-        "on newly planned ports: something on this machine keeps binding free ports on 127.0.0.1; "
-        "stop it and run again"
-    )
+        except DockerException:
+            infos = []
+        return save_run_folder(
+            self.client,
+            self.system,
+            self.compose_dir / "runs",
+            self.project,
+            self.compose_file,
+            reason,
+            infos,
+        )
