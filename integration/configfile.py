@@ -31,7 +31,8 @@ _KEY = re.compile(
 _PART = re.compile(r"\s*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<bare>[A-Za-z0-9_-]+))\s*(?:\.|$)")
 
 
-def _split_key(text: str) -> tuple[str, ...]:
+def split_key(text: str) -> tuple[str, ...]:
+    """The parts of a dotted TOML key or table name: `tool."a.b".c` -> ("tool", "a.b", "c")."""
     parts = []
     for match in _PART.finditer(text.strip()):
         value = match.group("dq")
@@ -67,13 +68,13 @@ class ConfigTable:
         for number, line in enumerate(self.text.splitlines(), start=1):
             header = _HEADER.match(line)
             if header:
-                table = _split_key(header.group("name"))
+                table = split_key(header.group("name"))
                 if table == wanted:
                     return number
                 continue
             key = _KEY.match(line)
             if key:
-                full = (*table, *_split_key(key.group("key")))
+                full = (*table, *split_key(key.group("key")))
                 if full[: len(wanted)] == wanted:
                     return number
         return None
