@@ -117,6 +117,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "per test",
         default="session",
     )
+    from .failure_report import add_options
+
+    add_options(parser)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -186,6 +189,9 @@ def pytest_configure(config: pytest.Config) -> None:
         system = _system_for(config)
     except IntegrationError as exc:
         raise pytest.UsageError(str(exc)) from exc
+    from .failure_report import register
+
+    register(config)  # in the workers too: that is where the tests run
     if hasattr(config, "workerinput"):
         return
     if not _planned_workers(config):
