@@ -101,7 +101,8 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
     system = _load(args)
     _engine()
-    stack = Stack(system.with_base_images(locally_available(system.base_images)), report=_say)
+    system = system.with_base_images(locally_available(system.base_images))
+    stack = Stack.open(system, settings.run_settings(system.root), report=_say)
     _say(str(stack.write()))
     return 0
 
@@ -112,7 +113,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     _engine(compose=True)
     system = system.with_base_images(locally_available(system.base_images))
     ids = require_fresh(system)
-    stack = Stack(system, expected_images=ids, keep=True, report=_say)
+    run = settings.run_settings(system.root, keep=True)
+    stack = Stack.open(system, run, expected_images=ids, report=_say)
     with stack:
         assert stack.endpoints is not None
         for endpoint in stack.endpoints.services.values():
@@ -126,7 +128,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     system = _load(args)
     _engine()
-    Stack(system, report=_say).down()
+    Stack.open(system, settings.run_settings(system.root), report=_say).down()
     _say("down")
     return 0
 

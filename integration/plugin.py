@@ -381,19 +381,17 @@ def docker_compose_services(
         verified = pytestconfig.stash.get(_VERIFIED_IMAGES, None) or require_fresh(integration_system)
     except IntegrationError as exc:
         _exit(pytestconfig, exc)
-    base = _port_base(pytestconfig) + WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0)
-    reuse = _reuse(pytestconfig)
+    run = _run_settings(pytestconfig)
+    reuse = run.reuse
     from .stack import Stack
 
-    stack = Stack(
+    stack = Stack.open(
         integration_system,
-        project=docker_compose_project_name,
-        expected_images=verified,
-        keep=pytestconfig.getoption("--keep-stack"),
-        health_timeout=pytestconfig.stash[_TIMEOUT],
+        run,
         report=report,
-        port_base=base,
-        reuse=reuse,
+        expected_images=verified,
+        project=docker_compose_project_name,
+        port_offset=WORKER_PORT_STRIDE * (int(worker[2:]) + 1 if worker else 0),
     )
     started = time.monotonic()
     try:
@@ -419,21 +417,25 @@ def docker_compose_services(
         phases["stack down"] = time.monotonic() - started
 
 
-def _port_base(config: pytest.Config) -> int:
-    try:
-        from .stack import default_port_base
+def _run_settings(config: pytest.Config) -> Any:
+    """This session's integration.settings.RunSettings: the options over the environment and config."""
+    from .settings import RunSettings, default_port_base, reuse_from_env
 
-        return default_port_base()
+    option = config.getoption("--reuse-stack")
+    try:
+        port_base = default_port_base()
     except IntegrationError as exc:
         _exit(config, exc)
-        raise
+    return RunSettings(
+        root=_root_for(config),
+        config=_config_of(config),
+        health_timeout=config.stash[_TIMEOUT],
+        reuse=reuse_from_env() if option is None else bool(option),
+        keep=bool(config.getoption("--keep-stack")),
+        port_base=port_base,
+    )
 
 
-def _reuse(config: pytest.Config) -> bool:
-    option = config.getoption("--reuse-stack")
-    from .stack import reuse_from_env
-
-    return reuse_from_env() if option is None else bool(option)
 
 
 def _summary_table(
@@ -677,6 +679,7 @@ class SharedStack:
 
     def __init__(self, config: pytest.Config, system: SystemSpec, workers: list[str]) -> None:
         self.config = config
+        self.run = _run_settings(config)
         self.system = system
         self.workers = workers
         self.folder = Path(tempfile.mkdtemp(prefix="integration-xdist-"))
@@ -752,18 +755,14 @@ class SharedStack:
     # -- the stack's thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from .stack import Stack, default_port_base, project_name
+        from .stack import Stack
 
         try:
-            self.stack = Stack(
+            self.stack = Stack.open(
                 self.system,
-                project=project_name(self.system),
-                expected_images=self.config.stash.get(_VERIFIED_IMAGES, {}),
-                keep=self.config.getoption("--keep-stack"),
-                health_timeout=self.config.stash[_TIMEOUT],
+                self.run,
                 report=self._report,
-                port_base=default_port_base(),
-                reuse=_reuse(self.config),
+                expected_images=self.config.stash.get(_VERIFIED_IMAGES, {}),
                 workers=self.workers,
             )
             self.stack.__enter__()

@@ -25,6 +25,7 @@ Nothing here talks to Docker; reading the config file is `configfile`'s job.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -40,11 +41,16 @@ from .model import (
     DatabaseCredentials,
     EventSchema,
     OutboxColumns,
+    SystemSpec,
     Wiring,
 )
+from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE
 
 ROOT_ENV = "INTEGRATION_ROOT"
 COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
+PROJECT_ENV = "INTEGRATION_PROJECT"
+REUSE_ENV = "INTEGRATION_REUSE"
+PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 SERVICES_FILE = Path("architecture") / "services.yml"
 MIN_HEALTH_TIMEOUT = 1.0
 MAX_HEALTH_TIMEOUT = 3600.0
@@ -416,6 +422,56 @@ def resolve_root(explicit: str | Path | None, *, start: Path, fallback: Path | N
         raise
 
 
+def default_port_base() -> int:
+    """$INTEGRATION_PORT_BASE (the block of preferred host ports, e.g. to keep clear of a stack already
+    running on the default one), else the default block 47100."""
+    configured = os.environ.get(PORT_BASE_ENV, "").strip()
+    if not configured:
+        return DEFAULT_BASE
+    try:
+        base = int(configured)
+    except ValueError:
+        raise ConfigError(f"${PORT_BASE_ENV}", None, f"must be a port number, not {configured!r}") from None
+    highest = 65535 - BROKER_AMQP_OFFSET
+    if not 1024 <= base <= highest:
+        raise ConfigError(
+            f"${PORT_BASE_ENV}",
+            None,
+            f"{base} is out of range: the block of preferred ports {base}..{base}+{BROKER_AMQP_OFFSET} "
+            f"must hold unprivileged ports; choose 1024..{highest}",
+        )
+    return base
+
+
+def reuse_from_env() -> bool:
+    """Whether $INTEGRATION_REUSE asks for reuse mode (1, true, yes or on)."""
+    return os.environ.get(REUSE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def project_name(system: SystemSpec, worker: str | None = None) -> str:
+    """`<system>-<hash of the checkout's root>[-<worker>]`: unique per checkout and per xdist worker."""
+    override = os.environ.get(PROJECT_ENV)
+    if override:
+        name = override  # still suffixed per worker: workers sharing a project would down each other's
+    else:
+        digest = hashlib.sha1(str(system.root.resolve()).encode()).hexdigest()[:8]
+        name = f"{system.name}-{digest}"
+    if worker and worker != "master":
+        name += f"-{worker}"
+    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
+
+
+def default_compose_dir(system: SystemSpec) -> Path:
+    """$INTEGRATION_COMPOSE_DIR, else a folder of this checkout's in the user's cache: never inside the
+    system root, which is the build context (a `COPY . .` would bake the compose files and run folders
+    into an image and change its inputs at every run) and the user's git work tree."""
+    configured = os.environ.get(COMPOSE_DIR_ENV)
+    if configured:
+        return Path(configured).resolve()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (cache / "service-integration" / project_name(system)).resolve()
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """The settings of one command or test session, each resolved from its sources (module docstring)."""
@@ -425,6 +481,7 @@ class RunSettings:
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     reuse: bool = False
     keep: bool = False
+    port_base: int = DEFAULT_BASE
 
 
 def run_settings(
@@ -436,8 +493,6 @@ def run_settings(
     option_name: str = "--health-timeout",
 ) -> RunSettings:
     """Resolve a run's settings: options first, then the environment, the config, the defaults."""
-    from .stack import reuse_from_env
-
     config = load_config(root)
     if health_timeout is not None:
         timeout = checked_health_timeout(health_timeout, option_name)
@@ -451,6 +506,7 @@ def run_settings(
         health_timeout=timeout,
         reuse=reuse_from_env() if reuse is None else reuse,
         keep=keep,
+        port_base=default_port_base(),
     )
 
 

@@ -18,8 +18,6 @@ the rest alone. A reused stack still holds the last run's data: the caller reset
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import re
 import threading
@@ -41,7 +39,7 @@ from .endpoints import (
     endpoints_of,
     published_database_url,
 )
-from .errors import ConfigError, EngineError, StackError
+from .errors import EngineError, StackError
 from .health import HealthTimeout, collapse_repeats, likely_cause, wait_for_service_health
 from .model import (
     DEFAULT_HEALTH_TIMEOUT,
@@ -52,9 +50,18 @@ from .model import (
     copy_suffix,
     for_worker,
 )
-from .ports import BROKER_AMQP_OFFSET, DEFAULT_BASE, plan_ports, port_is_free
+from .ports import plan_ports, port_is_free
 from .reaper import Reaper, reaper_enabled, start_reaper
 from .reuse import ReuseState, reuse_blockers, sha256
+from .settings import COMPOSE_DIR_ENV as COMPOSE_DIR_ENV
+from .settings import PORT_BASE_ENV as PORT_BASE_ENV
+from .settings import PROJECT_ENV as PROJECT_ENV
+from .settings import REUSE_ENV as REUSE_ENV
+from .settings import RunSettings
+from .settings import default_compose_dir as default_compose_dir
+from .settings import default_port_base as default_port_base
+from .settings import project_name as project_name
+from .settings import reuse_from_env as reuse_from_env
 from .workers import WorkerSetupError, prepare_workers
 
 Reporter = Callable[[str], None]
@@ -63,64 +70,10 @@ MIN_COMPOSE_VERSION = (2, 20)
 HEALTH_POLL_INTERVAL = 0.05  # seconds between two health requests of one service while the stack starts
 HEALTH_LOG_LINES = 20  # a health failure's message shows this many of the container's last log lines
 LOG_TAIL_LINES = 50
-COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
-PROJECT_ENV = "INTEGRATION_PROJECT"
-REUSE_ENV = "INTEGRATION_REUSE"
-PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
 STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _checked_compose: dict[int, str] = {}
-
-
-def default_port_base() -> int:
-    """$INTEGRATION_PORT_BASE (the block of preferred host ports, e.g. to keep clear of a stack already
-    running on the default one), else the default block 47100."""
-    configured = os.environ.get(PORT_BASE_ENV, "").strip()
-    if not configured:
-        return DEFAULT_BASE
-    try:
-        base = int(configured)
-    except ValueError:
-        raise ConfigError(f"${PORT_BASE_ENV}", None, f"must be a port number, not {configured!r}") from None
-    highest = 65535 - BROKER_AMQP_OFFSET
-    if not 1024 <= base <= highest:
-        raise ConfigError(
-            f"${PORT_BASE_ENV}",
-            None,
-            f"{base} is out of range: the block of preferred ports {base}..{base}+{BROKER_AMQP_OFFSET} "
-            f"must hold unprivileged ports; choose 1024..{highest}",
-        )
-    return base
-
-
-def reuse_from_env() -> bool:
-    """Whether $INTEGRATION_REUSE asks for reuse mode (1, true, yes or on)."""
-    return os.environ.get(REUSE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def project_name(system: SystemSpec, worker: str | None = None) -> str:
-    """`<system>-<hash of the checkout's root>[-<worker>]`: unique per checkout and per xdist worker."""
-    override = os.environ.get(PROJECT_ENV)
-    if override:
-        name = override  # still suffixed per worker: workers sharing a project would down each other's
-    else:
-        digest = hashlib.sha1(str(system.root.resolve()).encode()).hexdigest()[:8]
-        name = f"{system.name}-{digest}"
-    if worker and worker != "master":
-        name += f"-{worker}"
-    return re.sub(r"[^a-z0-9_-]", "-", name.lower())
-
-
-def default_compose_dir(system: SystemSpec) -> Path:
-    """$INTEGRATION_COMPOSE_DIR, else a folder of this checkout's in the user's cache: never inside the
-    system root, which is the build context (a `COPY . .` would bake the compose files and run folders
-    into an image and change its inputs at every run) and the user's git work tree."""
-    configured = os.environ.get(COMPOSE_DIR_ENV)
-    if configured:
-        return Path(configured).resolve()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return (cache / "service-integration" / project_name(system)).resolve()
 
 
 def check_compose(client: DockerClient) -> str:
@@ -199,6 +152,34 @@ class Stack:
         self.reaper: Reaper | None = None
         # When the whole start must be done (set by `up`): no wait of a start outlasts --health-timeout.
         self._deadline: float | None = None
+
+    @classmethod
+    def open(
+        cls,
+        system: SystemSpec,
+        run: RunSettings,
+        *,
+        report: Reporter = print,
+        expected_images: Mapping[str, str] | None = None,
+        workers: Sequence[str] = (),
+        worker: str | None = None,
+        port_offset: int = 0,
+        project: str | None = None,
+    ) -> Stack:
+        """The stack of one command or test session, every setting from `run` (integration.settings):
+        the one way the command line and the pytest plugin make a stack. `worker` gives an xdist
+        worker a whole stack of its own (per-worker mode), `port_offset` moves its port block."""
+        return cls(
+            system,
+            project=project or project_name(system, worker),
+            health_timeout=run.health_timeout,
+            expected_images=expected_images,
+            keep=run.keep,
+            report=report,
+            port_base=run.port_base + port_offset,
+            reuse=run.reuse,
+            workers=workers,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
