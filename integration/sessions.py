@@ -265,5 +265,7 @@ def doctor(session: nox.Session) -> None:
 
 def bench(session: nox.Session) -> None:
     _install(session)
+    # The benchmark is benchmarks/ in the repository (never in the wheel), run from the repository root;
     # pytest-docker gets its own virtual environment (compose/bench/venv), made by the benchmark.
-    session.run("python", "-m", "integration.bench", *session.posargs)
+    session.chdir(REPO)
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -1,51 +1,67 @@
-"""The benchmark's pure parts: statistics, ratios, the table, and what it reads from a pytest run."""
+"""The benchmark's pure parts (benchmarks/): statistics, ratios, the table, what it reads from a pytest
+run, the systems it generates, and the files it copies."""
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
+from python_on_whales.components.system.models import DockerEvent
 
-from integration import bench
+from integration.bench import summarize_timeline
 from integration.discovery import load_system
+
+# The benchmark is no package of the distribution: it is imported from the repository root, which
+# `python -m pytest` run there puts on sys.path and a bare `pytest` does not.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import pytest_docker, report, samples, scaling, systems, timeline  # noqa: E402
+from benchmarks.processes import parse_build_seconds, parse_phases  # noqa: E402
 
 
 def test_median_and_percentiles() -> None:
-    assert bench.median([3.0, 1.0, 2.0]) == 2.0
-    assert bench.median([1.0, 2.0, 3.0, 4.0]) == 2.5
-    assert math.isnan(bench.median([]))
+    assert samples.median([3.0, 1.0, 2.0]) == 2.0
+    assert samples.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert math.isnan(samples.median([]))
     values = [float(v) for v in range(1, 101)]  # 1..100
-    assert bench.percentile(values, 50) == pytest.approx(50.5)
-    assert bench.percentile(values, 95) == pytest.approx(95.05)
-    assert bench.percentile(values, 0) == 1.0
-    assert bench.percentile(values, 100) == 100.0
-    assert bench.percentile([7.0], 95) == 7.0
-    assert math.isnan(bench.percentile([], 50))
+    assert samples.percentile(values, 50) == pytest.approx(50.5)
+    assert samples.percentile(values, 95) == pytest.approx(95.05)
+    assert samples.percentile(values, 0) == 1.0
+    assert samples.percentile(values, 100) == 100.0
+    assert samples.percentile([7.0], 95) == 7.0
+    assert math.isnan(samples.percentile([], 50))
     with pytest.raises(ValueError):
-        bench.percentile(values, 101)
+        samples.percentile(values, 101)
 
 
 def test_speedup_is_their_time_over_ours() -> None:
-    assert bench.speedup(2.0, 5.0) == 2.5
-    assert math.isnan(bench.speedup(math.nan, 5.0))
-    assert math.isnan(bench.speedup(0.0, 5.0))
-    assert bench.at_least(bench.speedup(2.0, 3.0), 1.5) is True
-    assert bench.at_least(bench.speedup(2.0, 2.9), 1.5) is False
-    assert bench.at_least(math.nan, 1.5) is None
-    assert bench.within(0.3, 0.3) is True and bench.within(0.31, 0.3) is False
+    assert report.speedup(2.0, 5.0) == 2.5
+    assert math.isnan(report.speedup(math.nan, 5.0))
+    assert math.isnan(report.speedup(0.0, 5.0))
+    assert report.at_least(report.speedup(2.0, 3.0), 1.5) is True
+    assert report.at_least(report.speedup(2.0, 2.9), 1.5) is False
+    assert report.at_least(math.nan, 1.5) is None
+    assert report.within(0.3, 0.3) is True and report.within(0.31, 0.3) is False
 
 
 def test_cells() -> None:
-    assert bench.fmt_seconds(0.0123) == "12.3 ms"
-    assert bench.fmt_seconds(12.345) == "12.35 s"
-    assert bench.fmt_seconds(math.nan) == "-"
-    assert bench.fmt_factor(2.0) == "2.00x"
-    assert bench.verdict(False) == "MISSED" and bench.verdict(None) == ""
+    assert report.fmt_seconds(0.0123) == "12.3 ms"
+    assert report.fmt_seconds(12.345) == "12.35 s"
+    assert report.fmt_seconds(math.nan) == "-"
+    assert report.fmt_factor(2.0) == "2.00x"
+    assert report.verdict(False) == "MISSED" and report.verdict(None) == ""
 
 
 def test_render_table_aligns_columns() -> None:
-    text = bench.render_table(
+    text = report.render_table(
         ["what", "ours", "theirs"], [["cold", "9.1 s", "20.0 s"], ["warm run", "2 s", "-"]]
     )
     lines = text.splitlines()
@@ -67,20 +83,20 @@ tests                 9.90s
 stack down            0.93s
 ============================== 43 passed in 21.71s ==============================
 """
-    assert bench.parse_phases(output) == {
+    assert parse_phases(output) == {
         "freshness check": 0.21,
         "stack up": 10.58,
         "reset before tests": 0.05,
         "tests": 9.9,
         "stack down": 0.93,
     }
-    assert bench.parse_phases("43 passed") == {}
-    assert bench.parse_build_seconds("links:test: built in 20.1s\nbuild step done in 31.4s\n") == 31.4
-    assert math.isnan(bench.parse_build_seconds("nothing"))
+    assert parse_phases("43 passed") == {}
+    assert parse_build_seconds("links:test: built in 20.1s\nbuild step done in 31.4s\n") == 31.4
+    assert math.isnan(parse_build_seconds("nothing"))
 
 
 def test_tables_compare_medians_and_judge_targets() -> None:
-    results = bench.Results()
+    results = samples.Results()
     for seconds in (9.0, 8.0, 30.0):
         results.sample("ours: cold, images cached").add(seconds)
     for seconds in (20.0, 19.0, 21.0):
@@ -89,7 +105,7 @@ def test_tables_compare_medians_and_judge_targets() -> None:
     results.sample("reset, 2 services").seconds.extend([0.010] * 99 + [0.100])
     results.sample("up, 2 services").add(10.0)
     results.sample("up, 8 services").add(25.0)
-    rows, scaling = bench.tables(results, 8)
+    rows, scaling = report.tables(results, 8)
     by_label = {row[0]: row for row in rows}
     cold = by_label["tests, cold stack, images cached"]
     assert cold[1:5] == ["9.00 s", "20.00 s", "2.22x", "<= 10 s, >= 2x"]
@@ -105,7 +121,7 @@ def test_tables_compare_medians_and_judge_targets() -> None:
 def test_a_cache_bust_token_follows_the_first_from(tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("ARG PYTHON_IMAGE=python:3.11-slim\nFROM ${PYTHON_IMAGE}\nRUN pip install x\n")
-    bench.bust_dockerfile(dockerfile, "abc")
+    systems.bust_dockerfile(dockerfile, "abc")
     assert dockerfile.read_text().splitlines()[:3] == [
         "ARG PYTHON_IMAGE=python:3.11-slim",
         "FROM ${PYTHON_IMAGE}",
@@ -113,11 +129,11 @@ def test_a_cache_bust_token_follows_the_first_from(tmp_path: Path) -> None:
     ]
     (tmp_path / "Empty").write_text("RUN true\n")
     with pytest.raises(ValueError):
-        bench.bust_dockerfile(tmp_path / "Empty", "abc")
+        systems.bust_dockerfile(tmp_path / "Empty", "abc")
 
 
 def test_the_scaled_system_copies_the_example_into_more_services(tmp_path: Path) -> None:
-    root = bench.scale_system(bench.EXAMPLE, tmp_path / "scaled", 5)
+    root = scaling.scale_system(systems.EXAMPLE, tmp_path / "scaled", 5)
     system = load_system(root)
     assert [s.name for s in system.services] == ["links", "analytics", "links-2", "analytics-2", "links-3"]
     assert {s.image for s in system.services} == {f"bench-{s.name}:test" for s in system.services}
@@ -135,23 +151,96 @@ def test_the_timeline_has_a_line_per_container_with_when_its_service_answered() 
         (3.5, "start", "p-links-1"),
         (5.0, "health_status: healthy", "p-links-1"),
     ]
-    lines = bench.summarize_timeline(events, {"links": 4.25})
+    lines = summarize_timeline(events, {"links": 4.25})
     assert [line.split()[0] for line in lines] == ["p-links-db-1", "p-links-1"]
     assert lines[0].split()[1:] == ["create", "0.50s", "start", "1.00s", "healthy", "3.00s"]
     assert lines[1].split()[-4:] == ["healthy", "5.00s", "answered", "4.25s"]
 
 
 def test_worker_rows_give_each_xdist_mode_its_ratio_to_the_serial_run() -> None:
-    results = bench.Results()
+    results = samples.Results()
     for seconds in (12.0, 14.0, 13.0):
         results.sample("workers: -n 0").add(seconds)
     for seconds in (16.0, 17.0):
         results.sample("workers: -n 2 shared").add(seconds)
     results.sample("workers: -n 2 shared phase stack up").add(12.5)
     results.sample("workers: -n 2 shared phase tests").add(2.9)
-    rows = {row[0]: row for row in bench.worker_rows(results)}
+    rows = {row[0]: row for row in report.worker_rows(results)}
     assert set(rows) == {"-n 0", "-n 2 shared"}
-    assert rows["-n 0"][1:3] == [bench.fmt_seconds(13.0), bench.fmt_factor(1.0)]
-    assert rows["-n 2 shared"][1:3] == [bench.fmt_seconds(16.5), bench.fmt_factor(13.0 / 16.5)]
-    assert rows["-n 2 shared"][3:] == [bench.fmt_seconds(12.5), bench.fmt_seconds(2.9), "-"]
-    assert bench.worker_rows(bench.Results()) == []
+    assert rows["-n 0"][1:3] == [report.fmt_seconds(13.0), report.fmt_factor(1.0)]
+    assert rows["-n 2 shared"][1:3] == [report.fmt_seconds(16.5), report.fmt_factor(13.0 / 16.5)]
+    assert rows["-n 2 shared"][3:] == [report.fmt_seconds(12.5), report.fmt_seconds(2.9), "-"]
+    assert report.worker_rows(samples.Results()) == []
+
+
+def test_the_scaled_copies_contract_modules_are_the_template_naming_the_original(tmp_path: Path) -> None:
+    root = scaling.scale_system(systems.EXAMPLE, tmp_path / "scaled", 3)
+    template = scaling.CONTRACT.read_text()
+    generated = (root / "architecture" / "contracts" / "links_2.py").read_text()
+    assert generated == template.replace(scaling.CONTRACT_PLACEHOLDER, "architecture.contracts.links")
+    imported = {node.module for node in ast.walk(ast.parse(generated)) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"architecture.contracts.links"}
+
+
+def test_pytest_docker_gets_the_conftest_file_and_a_link_to_the_toolkit_only(tmp_path: Path) -> None:
+    side = pytest_docker.PytestDocker(tmp_path / "venv", tmp_path / "lib")
+    root = tmp_path / "system"
+    root.mkdir()
+    side.install(root)
+    side.install(root)  # again: the link stays
+    assert (root / "conftest.py").read_bytes() == pytest_docker.CONFTEST.read_bytes()
+    assert pytest_docker.CONFTEST.is_relative_to(REPO / "benchmarks")
+    ast.parse(pytest_docker.CONFTEST.read_text())
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == ["integration"]
+    assert (tmp_path / "lib" / "integration").resolve() == REPO / "integration"
+
+
+def test_pytest_dockers_compose_file_builds_each_service_under_its_own_tag(tmp_path: Path) -> None:
+    root = systems.copy_system(systems.EXAMPLE, tmp_path / "copy")
+    system = load_system(root)
+    generated = tmp_path / "generated.yml"
+    services = {s.name: {"image": s.image, "ports": ["127.0.0.1:1:8000"]} for s in system.services}
+    generated.write_text(yaml.safe_dump({"services": {**services, "broker": {"image": "rabbitmq"}}}))
+    data = yaml.safe_load(pytest_docker.compose_file(generated, tmp_path / "pd.yml", system).read_text())
+    assert data["services"]["broker"] == {"image": "rabbitmq"}
+    links = data["services"]["links"]
+    assert links["image"] == "bench-links:pytest-docker"
+    assert links["build"]["context"] == str(root)
+    assert links["build"]["dockerfile"] == "services/links/Dockerfile"
+    assert pytest_docker.image_tags(["bench-links:test"]) == ["bench-links:pytest-docker"]
+    assert [s["name"] for s in pytest_docker.service_specs(system)] == ["links", "analytics"]
+
+
+class FakeSystem:
+    """`client.system` of a python-on-whales client whose `events` replays the same events each window,
+    as the engine replays what came since a window's --since."""
+
+    def __init__(self, events: list[DockerEvent]) -> None:
+        self.events_seen = events
+        self.calls: list[tuple[datetime, datetime, dict[str, str]]] = []
+
+    def events(self, since: datetime, until: datetime, filters: dict[str, str]) -> list[DockerEvent]:
+        self.calls.append((since, until, filters))
+        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()))
+        return self.events_seen
+
+
+def test_the_event_timeline_reads_windows_until_the_block_ends_and_counts_each_event_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(timeline, "WINDOW", 0.05)
+    now = time.time_ns()
+
+    def event(action: str, name: str) -> DockerEvent:
+        return DockerEvent(Action=action, Actor={"ID": "x", "Attributes": {"name": name}}, timeNano=now)
+
+    fake = FakeSystem([event("create", "p-links-1"), event("exec_start: probe", "p-links-1")])
+    client = type("Client", (), {"system": fake})()
+    with timeline.event_timeline("p", client=client) as recorded:
+        time.sleep(0.2)
+    assert [(action, name) for _, action, name in recorded.events] == [("create", "p-links-1")]
+    assert len(fake.calls) >= 2, "a window ends by itself; the next one starts where it ended"
+    assert fake.calls[1][0] == fake.calls[0][1]
+    assert fake.calls[0][2] == {"label": "com.docker.compose.project=p", "type": "container"}
+    assert recorded.error is None
+    assert recorded.lines()[0].split()[:3] == ["p-links-1", "create", f"{recorded.events[0][0]:.2f}s"]
