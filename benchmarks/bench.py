@@ -132,6 +132,10 @@ class Bench:
         )
         out = report.write_json(self.results, self.o.out or self.work / f"{started:%Y%m%d-%H%M%S}.json")
         report.print_summary(self.results, out, self.report)
+        from integration.timeline_svg import write_timeline_svgs
+
+        for picture in write_timeline_svgs(out):
+            self.report(f"timeline picture: {picture}")
         return out
 
 

@@ -1,6 +1,6 @@
 """The benchmark's start-up timeline as a picture: an SVG Gantt chart, one bar per container.
 
-`python -m integration.bench` records, for a cold `up`, when each container was created, started and
+`python -m benchmarks` records, for a cold `up`, when each container was created, started and
 became healthy (the engine's events) and when each service's health URL first answered the toolkit, and
 writes them into its JSON (`timelines`: per system size, the lines of `bench.summarize_timeline`). This
 module turns such a timeline into SVG text (`timeline_svg`, a pure function) and writes one picture per

@@ -3,7 +3,7 @@ tests/docker on sys.path).
 
 A test waits for the event it needs, with a generous deadline: on a loaded 2-core machine, where other
 suites run at the same time, anything may take many times longer than usual. How fast things are is the
-benchmark's business (integration/bench.py); a test asserts what happened, and bounds a duration only
+benchmark's business (benchmarks/); a test asserts what happened, and bounds a duration only
 where the duration is the behaviour (a timeout fires), generously above and meaningfully below.
 """
 
