@@ -16,17 +16,15 @@ from integration.doctor import (
     STATIC_CHECKS,
     Finding,
     LiveContext,
-    check_function_imports,
-    check_http_clients,
-    check_ports,
-    check_substituted_bases,
     live_findings,
     load_project,
-    orphaned_pytest_processes,
-    parse_dockerfile,
     run_doctor,
     static_findings,
 )
+from integration.doctor.dockerfiles import parse_dockerfile
+from integration.doctor.harness import check_http_clients
+from integration.doctor.imports import check_function_imports
+from integration.doctor.live import check_ports, check_substituted_bases, orphaned_pytest_processes
 from integration.ports import DEFAULT_BASE
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shortener"
