@@ -436,8 +436,6 @@ def _run_settings(config: pytest.Config) -> Any:
     )
 
 
-
-
 def _summary_table(
     system: SystemSpec,
     endpoints: StackEndpoints,
