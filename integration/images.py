@@ -27,7 +27,7 @@ from python_on_whales.exceptions import DockerException, NoSuchImage
 from .baseimages import FromImages
 from .buildinputs import BuildInputs, changed_paths, compute_build_inputs
 from .dockerfile import read as read_dockerfile
-from .errors import BuildError, StaleImageError
+from .errors import BuildError, ConfigError, StaleImageError
 from .model import LABEL_INPUTS_HASH, LABEL_SERVICE, LABEL_SYSTEM, BaseImages, ServiceSpec, SystemSpec
 from .substitution import Substitution, plan, rewrite, rewritten_dockerfile
 
@@ -244,6 +244,7 @@ def build_images(
     if not todo:
         report("every image is fresh; nothing to build")
         return [_as_fresh(s) for s in states]
+    _refuse_foreign_images(system, todo, client)
     for state in todo:
         reason = "forced" if force and state.fresh else ", ".join(state.changed[:5])
         report(f"{state.image}: building ({reason})")
@@ -272,9 +273,49 @@ def build_images(
                 report(f"{results[name].image}: built in {results[name].seconds:.1f}s")
             except BuildError as exc:
                 errors.append(str(exc))
+    for state in todo:
+        built = results[state.service]
+        if state.image_id and built.image_id and built.image_id != state.image_id:
+            _remove_if_dangling(state.image_id, client)
     if errors:
         raise BuildError("\n\n".join(errors))
     return [results[s.name] for s in system.services]
+
+
+def _refuse_foreign_images(system: SystemSpec, todo: list[ImageState], client: DockerClient) -> None:
+    """A tag the toolkit would build over must be one it built (its inputs label): an `image:` that
+    names another image (a base image under another spelling, a colleague's) is never overwritten."""
+    for state in todo:
+        if state.image_id is None:
+            continue
+        try:
+            config = client.image.inspect(state.image_id).config
+            labels = (config.labels if config else None) or {}
+        except DockerException:
+            continue  # gone meanwhile: nothing to overwrite
+        if LABEL_INPUTS_HASH not in labels:
+            where = system.services_file or system.root
+            raise ConfigError(
+                where,
+                f"services.{state.service}.image",
+                f"image {state.image} exists and was not built by the toolkit (it has no "
+                f"{LABEL_INPUTS_HASH} label): building service {state.service} would overwrite it",
+                fix=f"give the service an image name of its own (`image:` in services.yml, or `image` under "
+                f"[tool.integration.services.{state.service}]), or remove {state.image} yourself",
+            )
+
+
+def _remove_if_dangling(image_id: str, client: DockerClient) -> None:
+    """The image a rebuild replaced, when no tag names it any more and no container uses it: builds
+    leave no dangling images behind. Only the toolkit's own (its label), never another's."""
+    try:
+        image = client.image.inspect(image_id)
+        labels = (image.config.labels if image.config else None) or {}
+        if image.repo_tags or LABEL_INPUTS_HASH not in labels:
+            return
+        client.image.remove(image_id)
+    except DockerException:
+        pass  # in use by a container (a reused stack), or removed meanwhile: leave it
 
 
 def _as_fresh(state: ImageState) -> ImageState:

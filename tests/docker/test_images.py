@@ -20,7 +20,7 @@ from python_on_whales.exceptions import NoSuchImage
 
 from integration.baseimages import DEBIAN_BASE_IMAGE, locally_available
 from integration.discovery import load_system
-from integration.errors import BuildError, StaleImageError
+from integration.errors import BuildError, ConfigError, StaleImageError
 from integration.images import LABEL_INPUTS_MANIFEST, build_images, check_images, require_fresh
 from integration.model import LABEL_INPUTS_HASH, LABEL_SERVICE, LABEL_SYSTEM, SystemSpec
 
@@ -226,3 +226,29 @@ def test_a_failing_build_names_the_image_and_shows_the_log_tail(system):
     assert f"building {system.service('beta').image} from services/beta/Dockerfile" in message
     assert "about to fail" in message
     assert image_id(system.service("alpha").image) is not None  # the other service still built
+
+
+def test_a_rebuild_leaves_no_dangling_image(system):
+    first = {s.service: s.image_id for s in build_images(system, report=Report())}
+    edit(system, "services/alpha/server.py")
+
+    second = {s.service: s.image_id for s in build_images(system, report=Report())}
+
+    assert second["alpha"] != first["alpha"]
+    assert image_id(first["alpha"]) is None, "the replaced image was left behind, untagged"
+    assert second["beta"] == first["beta"]
+
+
+def test_an_image_the_toolkit_did_not_build_is_never_overwritten(system):
+    foreign = system.service("alpha").image
+    docker.image.tag(DEBIAN_BASE_IMAGE, foreign)  # e.g. a base image under another spelling
+    before = image_id(foreign)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            build_images(system, report=Report())
+        assert f"image {foreign} exists and was not built by the toolkit" in str(caught.value)
+        assert caught.value.field == "services.alpha.image" and caught.value.fix
+        assert image_id(foreign) == before
+        assert image_id(DEBIAN_BASE_IMAGE) == before
+    finally:
+        docker.image.remove(foreign)  # the tag only: the base image stays
