@@ -33,6 +33,7 @@ from .doctor import run_doctor
 from .errors import ConfigError, EngineError, IntegrationError
 from .images import build_images, require_fresh
 from .model import SystemSpec
+from .shard import parse_shard
 from .stack import Stack, check_compose, default_port_base
 
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
@@ -145,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"no use-case tests folder; `run` runs the pytest tests in <root>/{config.tests} (set `tests` "
             "in [tool.integration] to their folder)",
         )
+    if args.shard is not None:
+        parse_shard(args.shard)  # a bad --shard K/N: one message and exit status 2, before any build
     # Checked here, not first inside pytest: an old Compose or a malformed $INTEGRATION_PORT_BASE is then
     # one message and exit status 2.
     default_port_base()
@@ -153,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if status:
         return status
     command = [sys.executable, "-m", "pytest", str(tests), config.mode_option, "-p", "no:cacheprovider"]
+    if args.shard is not None:
+        command += ["--shard", args.shard]
     # `run --root DIR -- -k visit`: argparse keeps the `--`, which would make pytest read `-k` as a path.
     pytest_args = list(args.pytest_args)
     command += pytest_args[1:] if pytest_args[:1] == ["--"] else pytest_args
@@ -240,6 +245,11 @@ def parser() -> argparse.ArgumentParser:
                 "--force", action="store_true", help="replace the existing config and real_harness.py"
             )
         if name == "run":
+            command.add_argument(
+                "--shard",
+                metavar="K/N",
+                help="run only shard K of N of the tests, on a stack of its own (1 <= K <= N <= 64)",
+            )
             command.add_argument(
                 "pytest_args", nargs=argparse.REMAINDER, help="given to pytest, after -- (e.g. -- -k visit)"
             )

@@ -51,6 +51,9 @@ import pytest
 from .errors import IntegrationError
 from .model import DEFAULT_HEALTH_TIMEOUT, StackEndpoints, SystemSpec
 
+# --shard K/N, --shard-durations PATH, --shard-record PATH: integration/shard_plugin.py, loaded with this one.
+pytest_plugins = ["integration.shard_plugin"]
+
 if TYPE_CHECKING:
     from .stack import Stack
 

@@ -24,7 +24,7 @@ INTERPRETERS = REPO / ".nox" / "interpreters"
 PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 # pytest options whose value is a path: made absolute against the folder nox was started in, because
 # the use-case tests run in the system's root (`nox -s integration -- --junitxml=compose/junit.xml`).
-PATH_OPTIONS = ("--junitxml", "--junit-xml", "--basetemp")
+PATH_OPTIONS = ("--junitxml", "--junit-xml", "--basetemp", "--shard-durations", "--shard-record")
 # What people type for "leave the stack running"; the plugin's option is --keep-stack.
 KEEP_ALIASES = ("--keep",)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -66,6 +68,14 @@ PINNED = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_./-]+)?@v\d+
 # Sessions of these tags start containers: their jobs need an engine and keep the failed run's folder.
 DOCKER_TAGS = {"tests", "integration"}
 PYTEST_TAGS = {"mock", "tests", "integration"}
+# The sharded integration jobs (`--shard K/N`, N = the workflow's INTEGRATION_SHARDS) and the job that
+# merges their JUnit reports: the one job without a matrix besides the listing job.
+SHARDED_JOB = "integration"
+SHARDS_ENV = "INTEGRATION_SHARDS"
+MERGE_JOB = "integration-junit"
+MERGE_SCRIPT = REPO / "scripts" / "merge_junit.py"
+SLUG_OUTPUT = re.compile(r"\$\{\{\s*steps\.names\.outputs\.(\w+)\s*\}\}")
+MATRIX_VALUE = re.compile(r"\$\{\{\s*matrix\.([\w-]+)\s*\}\}")
 
 
 # --- reading the workflow and the noxfile -------------------------------------------------------------
@@ -98,12 +108,20 @@ def noxfile_constant(name: str) -> Any:
     raise AssertionError(f"noxfile.py assigns no {name}")
 
 
+def step_env(doc: dict[str, Any], job: str, step: dict[str, Any]) -> dict[str, str]:
+    """The variables the workflow, the job and the step define for a step (expressions left out)."""
+    env: dict[str, str] = {}
+    for level in (doc.get("env"), doc["jobs"][job].get("env"), step.get("env")):
+        env.update({k: str(v) for k, v in (level or {}).items() if "${{" not in str(v)})
+    return env
+
+
 def run_list_step(doc: dict[str, Any], tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     """The first job's listing step, run by bash as the runner runs it; its outputs, parsed."""
     step = next(s for s in doc["jobs"][LIST_JOB]["steps"] if s.get("id") == "list")
     output = tmp_path / "github_output"
     output.write_text("")
-    env = dict(os.environ, GITHUB_OUTPUT=str(output))
+    env = dict(os.environ, **step_env(doc, LIST_JOB, step), GITHUB_OUTPUT=str(output))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this venv's nox
     subprocess.run(["bash", "-e", "-c", step["run"]], cwd=REPO, env=env, check=True, capture_output=True)
     outputs = {}
@@ -271,6 +289,9 @@ def _check_jobs(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]]) ->
                 problems.append(f"jobs.{job_id}.steps[{index}]: images must not be cached")
         if job_id == LIST_JOB:
             continue
+        if job_id == MERGE_JOB:
+            problems += _check_merge_job(doc, listed)
+            continue
         source = _from_json_output(str(((job.get("strategy") or {}).get("matrix") or {}).get("include", "")))
         if source is None:
             problems.append(f"jobs.{job_id}: its matrix is not `fromJSON(needs.{LIST_JOB}.outputs.<tag>)`")
@@ -327,6 +348,121 @@ def _check_jobs(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]]) ->
     return problems
 
 
+def merge_junit_module() -> Any:
+    """scripts/merge_junit.py, imported from its path (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("merge_junit", MERGE_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("merge_junit", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_names_step(step: dict[str, Any], matrix: dict[str, Any]) -> dict[str, str]:
+    """A job's `names` step run by bash with its env (matrix expressions filled in); its outputs."""
+    env = dict(os.environ)
+    for name, value in (step.get("env") or {}).items():
+        env[name] = MATRIX_VALUE.sub(lambda m: str(matrix.get(m.group(1), "")), str(value))
+    script = step["run"].replace('>> "$GITHUB_OUTPUT"', "")
+    result = subprocess.run(["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=True)
+    return dict(line.partition("=")[::2] for line in result.stdout.splitlines() if "=" in line)
+
+
+def artifact_names(
+    doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]], path: str = "compose/junit/"
+) -> dict[str, list[str]]:
+    """job -> the names of the artifacts of `path` its matrix entries upload (slugs computed for real)."""
+    names: dict[str, list[str]] = {}
+    for job_id, job in (doc.get("jobs") or {}).items():
+        source = _from_json_output(str(((job.get("strategy") or {}).get("matrix") or {}).get("include", "")))
+        steps = job.get("steps") or []
+        upload = next(
+            (s for s in steps if str((s.get("with") or {}).get("path")) == path and "upload" in s["uses"]),
+            None,
+        )
+        names_step = next((s for s in steps if s.get("id") == "names"), None)
+        if source is None or upload is None or names_step is None:
+            continue
+        template = str(upload["with"]["name"])
+        for entry in listed.get(source, []):
+            outputs = _run_names_step(names_step, entry)
+            name = SLUG_OUTPUT.sub(lambda m, found=outputs: found.get(m.group(1), ""), template)
+            names.setdefault(job_id, []).append(name)
+    return names
+
+
+def _check_sharding(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The shard axis: every integration session once per shard K/N, and its nox step passes --shard."""
+    problems: list[str] = []
+    total = str((doc.get("env") or {}).get(SHARDS_ENV, ""))
+    if not total.isdigit() or not 1 <= int(total) <= 64:
+        return [f"no workflow-level env {SHARDS_ENV} (the number of shards, 1..64)"]
+    job = (doc.get("jobs") or {}).get(SHARDED_JOB)
+    if job is None:
+        return [f"no `{SHARDED_JOB}` job"]
+    by_session: dict[str, list[str]] = {}
+    for entry in listed.get(SHARDED_JOB, []):
+        by_session.setdefault(entry.get("session", ""), []).append(str(entry.get("shard")))
+    expected = [f"{k}/{total}" for k in range(1, int(total) + 1)]
+    for session, shards in by_session.items():
+        if shards != expected:
+            problems.append(f"jobs.{SHARDED_JOB}: {session} runs as shards {shards}, not {expected}")
+    runs = [s for s in job.get("steps") or [] if "nox -s" in s.get("run", "")]
+    if not runs or not re.search(r'-- .*--shard "\$SHARD"', runs[0]["run"]):
+        problems.append(f'jobs.{SHARDED_JOB}: nox is not given `-- --shard "$SHARD"`')
+    elif (runs[0].get("env") or {}).get("SHARD") != "${{ matrix.shard }}":
+        problems.append(f"jobs.{SHARDED_JOB}: SHARD is not matrix.shard in the nox step")
+    if "matrix.shard" not in str(job.get("name", "")):
+        problems.append(f"jobs.{SHARDED_JOB}: its name does not show matrix.shard")
+    return problems
+
+
+def _check_merge_job(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The job after the shards: it downloads exactly their JUnit artifacts, and merge_junit.py groups
+    them into one report per session, each with all its shards."""
+    problems: list[str] = []
+    job = doc["jobs"][MERGE_JOB]
+    where = f"jobs.{MERGE_JOB}"
+    needs = job.get("needs") or []
+    if SHARDED_JOB not in ([needs] if isinstance(needs, str) else needs):
+        problems.append(f"{where}: does not need the {SHARDED_JOB} jobs")
+    if "!cancelled()" not in str(job.get("if", "")):
+        problems.append(f"{where}: must run after failed shards too (if: !cancelled())")
+    steps = job.get("steps") or []
+    downloads = [s for s in steps if str(s.get("uses", "")).startswith("actions/download-artifact@")]
+    options = (downloads[0].get("with") or {}) if downloads else {}
+    pattern = str(options.get("pattern", ""))
+    if not pattern or options.get("merge-multiple") is not True:
+        problems.append(f"{where}: no download-artifact step with a pattern and merge-multiple: true")
+    else:
+        uploaded = artifact_names(doc, listed)
+        for job_id, names in uploaded.items():
+            matched = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+            if job_id == SHARDED_JOB and matched != names:
+                missed = sorted(set(names) - set(matched))
+                problems.append(f"{where}: pattern {pattern!r} misses the shards' artifacts {missed}")
+            elif job_id != SHARDED_JOB and matched:
+                problems.append(f"{where}: pattern {pattern!r} also downloads {job_id}'s {matched}")
+        merge_junit = merge_junit_module()
+        groups: dict[str, set[int]] = {}
+        for name in uploaded.get(SHARDED_JOB, []):
+            report = Path(name.removeprefix("junit-") + ".xml")
+            match = merge_junit.SHARD_NAME.fullmatch(report.stem)
+            groups.setdefault(merge_junit.group_name(report), set()).add(int(match["index"]) if match else 0)
+        sessions = {entry.get("session") for entry in listed.get(SHARDED_JOB, [])}
+        total = str((doc.get("env") or {}).get(SHARDS_ENV, ""))
+        every = set(range(1, int(total) + 1)) if total.isdigit() else set()
+        if len(groups) != len(sessions) or any(shards != every for shards in groups.values()):
+            problems.append(f"{where}: merge_junit.py groups the shards' reports as {groups}")
+    merges = [s for s in steps if "scripts/merge_junit.py" in s.get("run", "")]
+    if len(merges) != 1 or "--out-dir" not in merges[0]["run"]:
+        problems.append(f"{where}: no step runs scripts/merge_junit.py --out-dir")
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    if not uploads or "cancelled()" not in str(uploads[0].get("if", "")):
+        problems.append(f"{where}: the merged report is not uploaded whatever the shards' outcome")
+    return problems
+
+
 def _check_scripts(doc: dict[str, Any]) -> list[str]:
     """Every `run:` script parses as bash (expressions replaced by a word)."""
     problems = []
@@ -348,7 +484,13 @@ def workflow_problems(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]
     for key in ("name", "on", "permissions", "jobs"):
         if key not in doc:
             problems.append(f"no top-level `{key}`")
-    return problems + _check_jobs(doc, listed) + _check_expressions(doc, listed) + _check_scripts(doc)
+    return (
+        problems
+        + _check_jobs(doc, listed)
+        + _check_sharding(doc, listed)
+        + _check_expressions(doc, listed)
+        + _check_scripts(doc)
+    )
 
 
 # --- the tests ----------------------------------------------------------------------------------------
@@ -370,10 +512,13 @@ def test_the_workflow_has_no_problem(workflow, listed):
 
 def test_every_session_the_matrix_names_exists_in_nox(listed):
     every = {entry["session"]: entry for entry in nox_list("--tags", *listed)}
-    named = [entry["session"] for entries in listed.values() for entry in entries]
-    assert len(named) == len(set(named)), "a session is in two matrices"
-    assert set(named) == set(every)
-    for name in named:
+    jobs = [(entry["session"], entry.get("shard")) for entries in listed.values() for entry in entries]
+    assert len(jobs) == len(set(jobs)), "a session (and shard) is in two matrix entries"
+    matrices = [{entry["session"] for entry in entries} for entries in listed.values()]
+    named = set().union(*matrices)
+    assert sum(map(len, matrices)) == len(named), "a session is in two matrices"
+    assert named == set(every)
+    for name in sorted(named):
         assert [entry["session"] for entry in nox_list("--sessions", name)] == [name]
 
 
@@ -382,18 +527,80 @@ def test_the_matrix_covers_each_python_and_postgres_major(listed):
     majors = noxfile_constant("POSTGRES_MAJORS")
     assert [entry["session"] for entry in listed["mock"]] == [f"mock-tests-{v}" for v in pythons]
     assert [entry["python"] for entry in listed["mock"]] == pythons
-    assert [entry["session"] for entry in listed["integration"]] == [
-        *(f"integration-postgres(postgres='{major}')" for major in majors),
-        "integration-shop",
+    shards = [f"{k}/{SHARDS}" for k in range(1, SHARDS + 1)]
+    sessions = [*(f"integration-postgres(postgres='{major}')" for major in majors), "integration-shop"]
+    assert [(e["session"], e["shard"]) for e in listed["integration"]] == [
+        (session, shard) for session in sessions for shard in shards
     ]
-    assert [entry["call_spec"] for entry in listed["integration"]] == [{"postgres": m} for m in majors] + [{}]
+    assert [entry["call_spec"] for entry in listed["integration"]] == [
+        spec for spec in [{"postgres": m} for m in majors] + [{}] for _ in shards
+    ]
     assert [entry["session"] for entry in listed["lint"]] == ["lint"]
     assert [entry["session"] for entry in listed["tests"]] == ["tests"]
 
 
 def test_no_action_runs_on_a_moving_branch_or_an_exact_sha(workflow):
     used = {step["uses"] for job in workflow["jobs"].values() for step in job["steps"] if "uses" in step}
-    assert used == {"actions/checkout@v6", "actions/setup-python@v6", "actions/upload-artifact@v6"}
+    assert used == {
+        "actions/checkout@v6",
+        "actions/setup-python@v6",
+        "actions/upload-artifact@v6",
+        "actions/download-artifact@v6",
+    }
+
+
+SHARDS = 2  # the workflow's INTEGRATION_SHARDS
+
+
+def test_the_integration_jobs_have_a_shard_axis(workflow, listed):
+    assert workflow["env"][SHARDS_ENV] == str(SHARDS)
+    assert {entry["shard"] for entry in listed["integration"]} == {f"{k}/{SHARDS}" for k in (1, 2)}
+    assert all("shard" not in entry for tag in ("lint", "mock", "tests") for entry in listed[tag])
+    run = _step(workflow, "integration", runs="nox -s")
+    assert '--shard "$SHARD"' in run["run"] and run["env"]["SHARD"] == "${{ matrix.shard }}"
+    assert "--shard-record=" in run["run"] and "--shard-durations=" in run["run"]
+
+
+def test_the_merge_job_gets_every_shard_report_and_groups_them_by_session(workflow, listed):
+    names = artifact_names(workflow, listed)
+    shard_names = names["integration"]
+    assert len(shard_names) == len(set(shard_names)) == len(listed["integration"])
+    assert "junit-integration-shop-shard-2-of-2" in shard_names
+    pattern = _step(workflow, MERGE_JOB, uses="actions/download-artifact@")["with"]["pattern"]
+    assert all(fnmatch.fnmatchcase(name, pattern) for name in shard_names)
+    assert not any(fnmatch.fnmatchcase(n, pattern) for job in ("mock-tests", "tests") for n in names[job])
+    merge_junit = merge_junit_module()
+    groups = {merge_junit.group_name(Path(name.removeprefix("junit-") + ".xml")) for name in shard_names}
+    assert groups == {
+        "integration-postgres_postgres__15__",
+        "integration-postgres_postgres__17__",
+        "integration-shop",
+    }
+
+
+def test_the_merge_step_runs_as_written(workflow, tmp_path):
+    """The merge job's script on two shard reports laid out as the download leaves them."""
+    step = _step(workflow, MERGE_JOB, runs="merge_junit.py")
+    junit = tmp_path / "compose" / "junit"
+    junit.mkdir(parents=True)
+    for k, case in ((1, "test_a"), (2, "test_b")):
+        (junit / f"integration-shop-shard-{k}-of-2.xml").write_text(
+            f'<testsuites><testsuite name="pytest" tests="1" failures="0" errors="0" skipped="0" time="1">'
+            f'<properties><property name="shard" value="{k}/2"/><property name="shard_tests" value="1"/>'
+            f'<property name="shard_suite_tests" value="2"/></properties>'
+            f'<testcase classname="t" name="{case}" time="1"/></testsuite></testsuites>'
+        )
+        (junit / f"integration-shop-shard-{k}-of-2.json").write_text(json.dumps({f"t.py::{case}": 1.0}))
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(MERGE_SCRIPT, tmp_path / "scripts" / "merge_junit.py")
+    result = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    merged = (tmp_path / "compose" / "junit-merged" / "integration-shop.xml").read_text()
+    assert 'tests="2"' in merged and "shard 2/2" in merged
+    durations = json.loads((tmp_path / "compose" / "junit-merged" / "shard-durations.json").read_text())
+    assert durations == {"t.py::test_a": 1.0, "t.py::test_b": 1.0}
 
 
 def on_ci(environ: Mapping[str, str] = os.environ) -> bool:
@@ -519,6 +726,32 @@ def _mutations():
     def misspelled_function(doc):
         _step(doc, "tests", uses="actions/upload-artifact@")["if"] = "allways()"
 
+    def no_shard_count(doc):
+        del doc["env"][SHARDS_ENV]
+
+    def shard_not_passed(doc):
+        step = _step(doc, "integration", runs="nox -s")
+        step["run"] = step["run"].replace('--shard "$SHARD" ', "")
+
+    def shard_from_elsewhere(doc):
+        _step(doc, "integration", runs="nox -s")["env"]["SHARD"] = "1/2"
+
+    def merge_only_on_success(doc):
+        doc["jobs"][MERGE_JOB]["if"] = "success()"
+
+    def merge_pattern_misses_shop(doc):
+        _step(doc, MERGE_JOB, uses="actions/download-artifact@")["with"]["pattern"] = "junit-integration-p*"
+
+    def merge_pattern_takes_everything(doc):
+        _step(doc, MERGE_JOB, uses="actions/download-artifact@")["with"]["pattern"] = "junit-*"
+
+    def slug_without_shard(doc):
+        step = next(s for s in doc["jobs"]["integration"]["steps"] if s.get("id") == "names")
+        step["run"] = re.sub(r"printf '[^']*' [^|]*\|", "printf '%s' \"$SESSION\" |", step["run"])
+
+    def merge_needs_nothing(doc):
+        doc["jobs"][MERGE_JOB]["needs"] = "sessions"
+
     return [
         (undefined_matrix_key, "`matrix.postgres` is not a key of the matrix"),
         (undefined_output, "job sessions has no output `pg`"),
@@ -534,6 +767,14 @@ def _mutations():
         (shell_syntax, "syntax error"),
         (matrix_at_workflow_level, "`matrix.session` is not available at the workflow level"),
         (misspelled_function, "unknown function allways()"),
+        (no_shard_count, f"no workflow-level env {SHARDS_ENV}"),
+        (shard_not_passed, 'nox is not given `-- --shard "$SHARD"`'),
+        (shard_from_elsewhere, "SHARD is not matrix.shard in the nox step"),
+        (merge_only_on_success, "must run after failed shards too"),
+        (merge_pattern_misses_shop, "misses the shards' artifacts ['junit-integration-shop-shard-1-of-2'"),
+        (merge_pattern_takes_everything, "also downloads mock-tests's"),
+        (slug_without_shard, "merge_junit.py groups the shards' reports as"),
+        (merge_needs_nothing, f"does not need the {SHARDED_JOB} jobs"),
     ]
 
 
