@@ -301,13 +301,15 @@ def test_a_service_crashing_at_start_fails_the_stack_fast_with_its_logs(crashing
     assert project_resources(project) == ([], [], [])
 
 
+# The engine stamps each line when it reads it from its pipe (one pipe per stream): on a loaded machine
+# lines written 10 ms apart can be read out of order; 0.2 s apart they are read in the order written.
 WRITER = """\
 import sys, time
 for i in range(8):
     print(f"out {i}", flush=True)
-    time.sleep(0.01)
+    time.sleep(0.2)
     print(f"err {i}", file=sys.stderr, flush=True)
-    time.sleep(0.01)
+    time.sleep(0.2)
 """
 
 
