@@ -18,6 +18,8 @@ Two kinds of setting:
       port base       $INTEGRATION_PORT_BASE, 47100
       reuse           --reuse-stack, $INTEGRATION_REUSE, off
       base images     $INTEGRATION_{POSTGRES,BROKER,PYTHON}_IMAGE, the registry names
+      input size      $INTEGRATION_MAX_INPUT_BYTES (largest file an image may copy), 1 GiB
+      reaper          $INTEGRATION_REAPER=0 turns it off
 
 Nothing here talks to Docker; reading the config file is `configfile`'s job.
 """
