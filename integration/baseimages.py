@@ -32,9 +32,9 @@ from pathlib import Path
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 
-from .discovery import IMAGE_RE
 from .errors import BuildError, ConfigError, EngineError
 from .model import (
+    IMAGE_RE,
     OFFLINE_BROKER_IMAGE,
     OFFLINE_PYTHON_IMAGE,
     BaseImages,

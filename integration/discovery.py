@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel
 
 from .errors import ConfigError
-from .model import DEFAULT_EXCHANGE, BaseImages, Notice, ServiceSpec, SystemSpec
+from .model import DEFAULT_EXCHANGE, IMAGE_RE, BaseImages, Notice, ServiceSpec, SystemSpec
 from .settings import SERVICES_FILE, ServiceOverrides, SystemConfig, find_system_root, load_config
 
 __all__ = ["IMAGE_RE", "SERVICES_FILE", "find_system_root", "load_system"]
@@ -81,11 +81,6 @@ DATABASE_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 EXCHANGE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HEALTH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
-# A Docker image reference without digest: [registry[:port]/]path[:tag], path components lower case.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-IMAGE_RE = re.compile(
-    rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-)
 _MISSING = object()
 
 
@@ -155,7 +150,7 @@ def load_system(
     services_file = (root / config.services_file).resolve()
     document = _ServicesFile.read(services_file, config)
     if base_images is None:
-        from .baseimages import configured_base_images  # here: baseimages imports this module
+        from .baseimages import configured_base_images  # here: it brings python-on-whales along
 
         base_images = configured_base_images()
     name, exchange, services = document.validate(root, base_images)

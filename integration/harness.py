@@ -269,6 +269,11 @@ class RealServiceHarness:
     def closed(self) -> bool:
         return self._closed
 
+    def forget_session(self) -> None:
+        """Forget what the HTTP client kept between calls (cookies): what a session-wide harness does
+        between two tests, besides the reset of the data."""
+        self._client.cookies.clear()
+
     def __enter__(self) -> Self:
         return self
 

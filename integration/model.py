@@ -5,6 +5,7 @@ Pure data: nothing here reads files or talks to Docker.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,12 @@ BROKER_MANAGEMENT_PORT = 15672
 BROKER_SERVICE = "broker"
 DEFAULT_EXCHANGE = "events"
 DEFAULT_VHOST = "/"
+
+# A Docker image reference without digest: [registry[:port]/]path[:tag], path components lower case.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_RE = re.compile(
+    rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+)
 
 # Labels stamped on images and containers.
 LABEL_INPUTS_HASH = "io.integration.inputs-hash"

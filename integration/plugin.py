@@ -503,9 +503,7 @@ def integration_test_harness(
             if per_test:
                 harness.close()
             else:
-                cookies = getattr(getattr(harness, "_client", None), "cookies", None)
-                if cookies is not None:
-                    cookies.clear()
+                harness.forget_session()
 
 
 def _close_harnesses(config: pytest.Config) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..baseimages import standin_replacing
 from ..buildinputs import IgnoreRule, dockerignore_for, is_ignored
 from ..dockerfile import Copy, Dockerfile, DockerfileError, From, Instruction, parse
-from .findings import Finding, Project, ServiceView, error, warning
+from .findings import Finding, Project, ServiceView, error, info, warning
 
 
 def parse_dockerfile(text: str) -> tuple[Instruction, ...]:
@@ -285,6 +285,19 @@ def check_from_lines(project: Project) -> list[Finding]:
                     f"FROM {image} does not take PYTHON_IMAGE and no offline stand-in replaces "
                     f"{resolved}, so the build fails where no registry can be reached"
                 )
+            if standin is not None:
+                # It builds here as it is: the repository's Dockerfile is its own, nothing to fix.
+                findings.append(
+                    info(
+                        rel,
+                        from_.line,
+                        "D105",
+                        f"service {service.name}: {problem}",
+                        "It builds as it is; only if INTEGRATION_PYTHON_IMAGE should choose its base, start "
+                        "it with `ARG PYTHON_IMAGE=python:3.11-slim` and `FROM ${PYTHON_IMAGE}`",
+                    )
+                )
+                continue
             findings.append(
                 warning(
                     rel,
@@ -292,8 +305,7 @@ def check_from_lines(project: Project) -> list[Finding]:
                     "D105",
                     f"service {service.name}: {problem}",
                     "start the Dockerfile with `ARG PYTHON_IMAGE=python:3.11-slim` and "
-                    "`FROM ${PYTHON_IMAGE}`"
-                    + ("" if standin is not None else f", or keep {resolved} on this machine (docker load)"),
+                    f"`FROM ${{PYTHON_IMAGE}}`, or keep {resolved} on this machine (docker load)",
                 )
             )
     return findings
