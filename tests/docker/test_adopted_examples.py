@@ -5,11 +5,8 @@ run with --integration whose tests would get a mock never passes."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +17,11 @@ from integration.discovery import load_system
 from integration.harness import RealServiceHarness
 from integration.stack import Stack
 from tests.docker.compose_projects import leftovers
+from tests.docker.example_copies import SHOP, SHORTENER, build, copy_example, run_pytest
 from tests.docker.shared_stacks import WORKERS, shared_stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SHOP = REPO / "examples" / "shop"
-SHORTENER = REPO / "examples" / "shortener"
-IGNORED = shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
 MOCK_FIXTURE = """
 
 @pytest.fixture
@@ -40,31 +34,15 @@ def test_harness():
 def built() -> None:
     """Both examples' images, built (or found fresh) once for this module."""
     for root in (SHOP, SHORTENER):
-        subprocess.run(
-            [sys.executable, "-m", "integration", "build", "--root", str(root)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        build(root)
 
 
 def _copy(source: Path, tmp_path: Path) -> Path:
-    target = tmp_path / source.name
-    shutil.copytree(source, target, ignore=IGNORED)
-    return target
+    return copy_example(source, tmp_path / source.name)
 
 
-def _pytest(root: Path, tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, INTEGRATION_COMPOSE_DIR=str(tmp_path / "compose"))
-    env.pop("INTEGRATION_ROOT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _pytest(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_pytest(root, tmp_path / "compose", *args)
 
 
 def _project_of(root: Path) -> str:

@@ -11,9 +11,7 @@ the plugin until integration/plugin.py registers it itself; both at once are fin
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -27,6 +25,7 @@ from python_on_whales.exceptions import DockerException
 from integration.discovery import load_system
 from integration.stack import project_name
 from tests.docker.compose_projects import leftovers
+from tests.docker.example_copies import build, clean_env, copy_example
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,7 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "shortener"
 RUN_TIMEOUT = 600
 PORT_BASE = "44100"  # a block of its own: other tests and stacks keep theirs
-OUTER = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
 
 PASSING_CODES = ("reportpassalpha", "reportpassbravo")
 FAILING_CODE = "reportfailzulu"
@@ -70,26 +68,10 @@ async def {FAILING_TEST}(test_harness):
 
 
 def copy_with_cases(destination: Path) -> Path:
-    root = Path(
-        shutil.copytree(
-            EXAMPLE,
-            destination,
-            ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache"),
-        )
-    )
+    root = copy_example(EXAMPLE, destination)
     (root / "use_case_tests" / "test_report_a_passing.py").write_text(PASSING)
     (root / "use_case_tests" / "test_report_b_failing.py").write_text(FAILING)
     return root
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_") or k == "INTEGRATION_OFFLINE"
-    }
-    for name in OUTER:
-        env.pop(name, None)
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -99,15 +81,7 @@ def system_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     folder = tmp_path_factory.mktemp("failure-report")
     root = copy_with_cases(folder / "shortener")
     env = clean_env(INTEGRATION_COMPOSE_DIR=str(folder / "compose"), INTEGRATION_PORT_BASE=PORT_BASE)
-    build = subprocess.run(
-        [sys.executable, "-m", "integration", "build", "--root", str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    build(root, env)
     return root, env, project_name(load_system(root))
 
 

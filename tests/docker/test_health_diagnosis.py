@@ -4,8 +4,6 @@ service, the status, the likely cause and the container's last log lines, and le
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,27 +14,21 @@ import pytest
 from integration.discovery import load_system
 from integration.stack import project_name
 from tests.docker.compose_projects import leftovers, remove_project
+from tests.docker.example_copies import SHORTENER, build, copy_example, run_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shortener"
 TIMEOUT = 25
 
 
 def test_a_health_path_that_answers_404_is_diagnosed_within_the_timeout(tmp_path: Path):
-    root = tmp_path / "shortener"
-    shutil.copytree(
-        EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
-    )
+    root = copy_example(SHORTENER, tmp_path / "shortener")
     # links' catch-all GET /{code} answers /ready with 404, as a catch-all before /health would. Told
     # through the toolkit's config, which no image copies: the example's images stay fresh.
     (root / "integration.toml").write_text('[services.links]\nhealth = "/ready"\n')
     project = project_name(load_system(root))
-    env = dict(os.environ, INTEGRATION_COMPOSE_DIR=str(tmp_path / "compose"))
-    env.pop("INTEGRATION_ROOT", None)
-    subprocess.run(
-        [sys.executable, "-m", "integration", "build", "--root", str(root)], check=True, capture_output=True
-    )
+    env = run_env(tmp_path / "compose")
+    build(root)
     started = time.monotonic()
     try:
         result = subprocess.run(

@@ -7,7 +7,6 @@ The shop runs with the harness init generated; the shortener with its original h
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,38 +17,20 @@ import pytest
 from integration.discovery import load_system
 from integration.stack import project_name
 from tests.docker.compose_projects import leftovers
+from tests.docker.example_copies import SHOP, SHORTENER, build, copy_example, run_pytest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-SHOP = REPO / "examples" / "shop"
-SHORTENER = REPO / "examples" / "shortener"
-IGNORED = shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
-# Until `init` is a command of integration.cli, the module's entry point is called the same way.
-DIRECT = "import argparse, sys; from integration.adopt import cmd_init; "
-DIRECT += "sys.exit(cmd_init(argparse.Namespace(root=sys.argv[1], force=False)))"
 
 
 @pytest.fixture(scope="module")
 def built() -> None:
     """Both examples' images, built (or found fresh) once: a copy has the same build inputs."""
     for root in (SHOP, SHORTENER):
-        subprocess.run(
-            [sys.executable, "-m", "integration", "build", "--root", str(root)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        build(root)
 
 
 def _init(root: Path) -> subprocess.CompletedProcess[str]:
-    wired = subprocess.run(
-        [sys.executable, "-m", "integration", "init", "--help"], capture_output=True, text=True
-    )
-    if wired.returncode == 0:
-        command = [sys.executable, "-m", "integration", "init", "--root", str(root)]
-    else:
-        command = [sys.executable, "-c", DIRECT, str(root)]
+    command = [sys.executable, "-m", "integration", "init", "--root", str(root)]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stderr == ""
@@ -57,21 +38,11 @@ def _init(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _pytest(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, INTEGRATION_COMPOSE_DIR=str(tmp_path / "compose"))
-    env.pop("INTEGRATION_ROOT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_pytest(root, tmp_path / "compose", *args)
 
 
 def _stripped(example: Path, tmp_path: Path) -> Path:
-    root = tmp_path / example.name
-    shutil.copytree(example, root, ignore=IGNORED)
+    root = copy_example(example, tmp_path / example.name)
     if example == SHOP:
         pyproject = root / "pyproject.toml"
         text = pyproject.read_text()

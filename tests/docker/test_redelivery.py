@@ -5,8 +5,6 @@ message is acknowledged (a redelivery leaves no new row that could be waited for
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +14,27 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from tests.docker.compose_projects import leftovers, remove_project
+from tests.docker.example_copies import SHORTENER, copy_example, run_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shortener"
 IMAGE = "itest-redelivery-analytics:test"
 DEDUPLICATION = "        if inserted is None:\n"
 
 
 def _run(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, INTEGRATION_COMPOSE_DIR=str(tmp_path / "compose"))
-    env.pop("INTEGRATION_ROOT", None)
     return subprocess.run(
-        [sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, *args],
+        cwd=root,
+        env=run_env(tmp_path / "compose"),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
 def test_a_consumer_that_counts_a_redelivery_twice_fails_the_example(tmp_path: Path):
-    root = tmp_path / "shortener"
-    shutil.copytree(
-        EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
-    )
+    root = copy_example(SHORTENER, tmp_path / "shortener")
     # Its own tag, through the toolkit's config (no image copies it): the example's images stay as they are.
     (root / "integration.toml").write_text(f'[services.analytics]\nimage = "{IMAGE}"\n')
     consumer = root / "services" / "analytics" / "app" / "events.py"

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from compose_projects import leftovers
+from example_copies import build, clean_env, copy_example
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
@@ -43,17 +43,6 @@ SUITE_SIZE = 43
 RUN_TIMEOUT = 600
 PLUGIN = ("-p", "integration.shard_plugin")
 # Variables of an outer run that must not reach the inner ones.
-OUTER = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_") or k == "INTEGRATION_OFFLINE"
-    }
-    for name in OUTER:
-        env.pop(name, None)
-    env.update(extra)
-    return env
 
 
 def junit_address(node_id: str) -> tuple[str, str]:
@@ -80,25 +69,14 @@ def host_ports(compose_file: Path) -> set[int]:
 
 
 def test_two_shards_at_once_run_the_suite_once_on_stacks_of_their_own(tmp_path):
-    root = tmp_path / "shortener"
-    shutil.copytree(
-        EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
-    )
+    root = copy_example(EXAMPLE, tmp_path / "shortener")
     compose_dir = tmp_path / "compose"
     env = clean_env(INTEGRATION_COMPOSE_DIR=str(compose_dir))
     base = project_name(load_system(root))
     projects = [shard_project(base, Shard(k, SHARDS)) for k in range(1, SHARDS + 1)]
     assert not any(leftovers(p) for p in [base, *projects])
 
-    build = subprocess.run(
-        [sys.executable, "-m", "integration", "build", "--root", str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    build(root, env)
     listing = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=root,

@@ -11,9 +11,7 @@ names are its own and never touch a stack of this checkout.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from python_on_whales.exceptions import DockerException, NoSuchContainer
 
 from integration.discovery import load_system
 from integration.stack import project_name
+from tests.docker.example_copies import build, clean_env, copy_example
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -35,24 +34,6 @@ EXAMPLE = REPO / "examples" / "shortener"
 WORKERS = 2
 RUN_TIMEOUT = 600
 # Variables of an outer run that must not reach the inner one.
-OUTER = ("PYTEST_ADDOPTS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
-
-
-def copy_example(destination: Path) -> Path:
-    shutil.copytree(
-        EXAMPLE, destination, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
-    )
-    return destination
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_") or k == "INTEGRATION_OFFLINE"
-    }
-    for name in OUTER:
-        env.pop(name, None)
-    env.update(extra)
-    return env
 
 
 def leftovers(prefix: str) -> list[str]:
@@ -93,15 +74,7 @@ def run_with_workers(
     prefix = project_name(load_system(root))
     env = clean_env(INTEGRATION_COMPOSE_DIR=str(compose_dir))
     assert not leftovers(prefix)
-    build = subprocess.run(
-        [sys.executable, "-m", "integration", "build", "--root", str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
+    build(root, env)
     command = [sys.executable, "-m", "pytest", "--integration", "-n", str(WORKERS), "-p", "no:cacheprovider"]
     started = time.monotonic()
     try:
@@ -126,7 +99,7 @@ def run_with_workers(
 
 
 def test_two_workers_share_one_stack_and_leave_nothing(tmp_path):
-    root = copy_example(tmp_path / "shortener")
+    root = copy_example(EXAMPLE, tmp_path / "shortener")
     compose_dir = tmp_path / "compose"
     prefix = project_name(load_system(root))
     result, left = run_with_workers(root, compose_dir)
@@ -149,7 +122,7 @@ def test_two_workers_share_one_stack_and_leave_nothing(tmp_path):
 
 
 def test_two_workers_with_a_stack_each_leave_nothing(tmp_path):
-    root = copy_example(tmp_path / "shortener")
+    root = copy_example(EXAMPLE, tmp_path / "shortener")
     compose_dir = tmp_path / "compose"
     prefix = project_name(load_system(root))
     worker_files = [compose_dir / f"{prefix}-gw{n}.yml" for n in range(WORKERS)]
