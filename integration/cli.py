@@ -49,11 +49,18 @@ def _say(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> SystemSpec:
+    return _load_with_config(args)[0]
+
+
+def _load_with_config(args: argparse.Namespace) -> tuple[SystemSpec, settings.SystemConfig]:
+    """The system and the config it was read with (read once: the commands that open a stack or run
+    the tests need both)."""
     root = resolve_root(args.root)
-    system = load_system(root, config=settings.load_config(root))
+    config = settings.load_config(root)
+    system = load_system(root, config=config)
     for warning in system.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    return system
+    return system, config
 
 
 def _engine(compose: bool = False) -> None:
@@ -81,11 +88,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     system = _load(args)
     _engine()
+    _build(system, force=getattr(args, "force", False))
+    return 0
+
+
+def _build(system: SystemSpec, force: bool = False) -> None:
     started = time.monotonic()
     base, _ = resolve_base_images(system.base_images, report=_say)
-    build_images(system, base, force=getattr(args, "force", False), report=_say)
+    build_images(system, base, force=force, report=_say)
     _say(f"build step done in {time.monotonic() - started:.1f}s")
-    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -100,21 +111,21 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_compose(args: argparse.Namespace) -> int:
 
-    system = _load(args)
+    system, config = _load_with_config(args)
     _engine()
     system = system.with_base_images(locally_available(system.base_images))
-    stack = Stack.open(system, settings.run_settings(system.root), report=_say)
+    stack = Stack.open(system, settings.run_settings(system.root, config=config), report=_say)
     _say(str(stack.write()))
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
 
-    system = _load(args)
+    system, config = _load_with_config(args)
     _engine(compose=True)
     system = system.with_base_images(locally_available(system.base_images))
     ids = require_fresh(system)
-    run = settings.run_settings(system.root, keep=True)
+    run = settings.run_settings(system.root, config=config, keep=True)
     stack = Stack.open(system, run, expected_images=ids, report=_say)
     with stack:
         assert stack.endpoints is not None
@@ -127,17 +138,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
 
-    system = _load(args)
+    system, config = _load_with_config(args)
     _engine()
-    Stack.open(system, settings.run_settings(system.root), report=_say).down()
+    Stack.open(system, settings.run_settings(system.root, config=config), report=_say).down()
     _say("down")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: build what is stale, then the use-case tests against the real stack."""
-    system = _load(args)
-    config = settings.load_config(system.root)
+    system, config = _load_with_config(args)
     tests = system.root / config.tests
     if not tests.is_dir():
         raise ConfigError(
@@ -152,9 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # one message and exit status 2.
     default_port_base()
     _engine(compose=True)
-    status = cmd_build(args)
-    if status:
-        return status
+    _build(system)
     command = [sys.executable, "-m", "pytest", str(tests), config.mode_option, "-p", "no:cacheprovider"]
     if args.shard is not None:
         command += ["--shard", args.shard]

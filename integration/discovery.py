@@ -478,7 +478,7 @@ class _ServicesFile:
             )
 
         database = self._database(value, field, overrides)
-        contract = self._contract(value, field, overrides, name)
+        contract = self._contract(root, value, field, overrides, name)
         image = self._image(value, field, overrides, name)
         environment = self._environment(value, field)
         calls = self._names_list(value, field, overrides.calls, "calls")
@@ -604,7 +604,12 @@ class _ServicesFile:
         return database
 
     def _contract(
-        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, name: str
+        self,
+        root: Path,
+        value: Mapping[Any, Any],
+        field: tuple[str, ...],
+        overrides: ServiceOverrides,
+        name: str,
     ) -> str | None:
         """The contract module: a dotted path (architecture.contracts.links), a short name under
         architecture.contracts, or a file path; by default architecture.contracts.<name>, when it exists."""
@@ -631,10 +636,10 @@ class _ServicesFile:
         module = f"{CONTRACTS_PACKAGE}.{contract}"
         if len(parts) > 1 and (
             contract.startswith(CONTRACTS_PACKAGE.split(".")[0] + ".")
-            or not _contract_file(self.path.parent.parent, module).is_file()
+            or not _contract_file(root, module).is_file()
         ):
             module = contract  # a whole module path; `shared.links` under architecture.contracts if there
-        if not explicit and not _contract_file(self.path.parent.parent, module).is_file():
+        if not explicit and not _contract_file(root, module).is_file():
             return None  # no contract of that name: its events come from services.yml or the config
         return module
 

@@ -72,14 +72,12 @@ _MODE = pytest.StashKey[bool]()
 _CONFIG = pytest.StashKey[Any]()
 _ROOT = pytest.StashKey[Path]()
 _STACK_USED = pytest.StashKey[bool]()
-_PASSED = pytest.StashKey[int]()
 _TIMEOUT = pytest.StashKey[float]()
 PHASES_KEY = "integration_phases"
 
 
 GROUP = ("integration", "use-case tests against real services")
 MODE_OPTION = "--integration"
-_OWN_MODE_OPTION = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,17 +126,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> Any:
     yield
-    try:
+    # ValueError: the repository's conftest defines --integration itself, and its option switches the mode.
+    with contextlib.suppress(ValueError):
         parser.getgroup(*GROUP).addoption(
             MODE_OPTION,
             action="store_true",
             default=False,
             help="run use-case tests against the real services in containers (default: the mocks)",
         )
-        early_config.stash[_OWN_MODE_OPTION] = True
-    except ValueError:
-        # The repository's conftest defines --integration itself: its option switches the mode.
-        early_config.stash[_OWN_MODE_OPTION] = False
 
 
 def _mode_on(config: pytest.Config) -> bool:

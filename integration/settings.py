@@ -31,7 +31,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -493,9 +493,11 @@ def run_settings(
     reuse: bool | None = None,
     keep: bool = False,
     option_name: str = "--health-timeout",
+    config: SystemConfig | None = None,
 ) -> RunSettings:
-    """Resolve a run's settings: options first, then the environment, the config, the defaults."""
-    config = load_config(root)
+    """Resolve a run's settings: options first, then the environment, the config (`config` when the
+    caller has read it already), the defaults."""
+    config = load_config(root) if config is None else config
     if health_timeout is not None:
         timeout = checked_health_timeout(health_timeout, option_name)
     elif config.health_timeout is not None:
@@ -510,6 +512,3 @@ def run_settings(
         keep=keep,
         port_base=default_port_base(),
     )
-
-
-Loader = Callable[[Path], SystemConfig]

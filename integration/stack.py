@@ -377,12 +377,6 @@ class Stack:
         except DockerException:
             return []
 
-    def reuse_blockers(
-        self, state: ReuseState, text: str, on_disk: str | None, infos: list[ContainerInfo]
-    ) -> dict[str, str]:
-        """Compose service -> why its container cannot be reused as it is (empty: reuse everything)."""
-        return reuse_blockers(state, text, on_disk, infos, self.expected_images, self.service_of)
-
     def _up_reusing(self, state: ReuseState) -> StackEndpoints:
         started = time.monotonic()
         self.ports = self._plan(state.ports)
@@ -392,7 +386,7 @@ class Stack:
         except OSError:
             on_disk = None
         infos = self._inspect(list(state.containers.values()))
-        blockers = self.reuse_blockers(state, text, on_disk, infos)
+        blockers = reuse_blockers(state, text, on_disk, infos, self.expected_images, self.service_of)
         if not blockers and on_disk == text:
             try:
                 self.endpoints = self._endpoints(infos)

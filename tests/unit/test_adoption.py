@@ -367,3 +367,13 @@ def test_a_services_file_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
     os.mkfifo(services)
     with pytest.raises(ConfigError, match="not a regular file"):
         load_system(root)
+
+
+def test_a_services_file_elsewhere_still_finds_the_contracts_under_the_root(tmp_path):
+    text = FOREIGN.replace("    contract: architecture.contracts.maker\n", "")
+    root = system_at(tmp_path, "", '[tool.integration]\nservices_file = "deploy/catalogue/services.yml"\n')
+    (root / "architecture" / "services.yml").unlink()
+    write(root, {"deploy/catalogue/services.yml": text})
+    system = load_system(root)
+    assert system.service("maker").contract_module == "architecture.contracts.maker"
+    assert system.routing_keys == {"ThingMade": "thing.made"}
