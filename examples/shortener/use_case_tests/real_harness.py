@@ -10,8 +10,8 @@ from architecture.contracts import analytics, links
 from architecture.contracts.analytics import DEFAULT_TOP_LIMIT, LinkStats
 from architecture.contracts.events import LinkEvent
 from architecture.contracts.links import LinkResponse
-from integration.harness import RealServiceHarness as RealServiceHarnessBase
-from integration.harness import event_map
+from integration import RealServiceHarness as RealServiceHarnessBase
+from integration import event_map
 
 
 class RealServiceHarness(RealServiceHarnessBase):
