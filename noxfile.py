@@ -46,6 +46,13 @@ def integration_shop(session: nox.Session) -> None:
     sessions.integration(session, example="shop")
 
 
+# Tagged "podman", not "integration": the workflow's integration jobs have a Docker engine, not Podman.
+@nox.session(name="integration-podman", python=PYTHON, tags=["podman"])
+def integration_podman(session: nox.Session) -> None:
+    """The main job on Podman's Docker-compatible API (scripts/install-podman.sh starts it)."""
+    sessions.integration_podman(session)
+
+
 @nox.session(name="mock-tests", python=PYTHONS, tags=["mock"])
 def mock_tests(session: nox.Session) -> None:
     """The same use-case tests against the in-memory mocks: fast, no Docker."""

@@ -11,8 +11,14 @@ median of `--repeat` runs (default 3):
 - the freshness check alone when nothing changed, timed in-process and as `python -m integration check`;
 - `reset()` latency, p50 and p95 over `--resets` resets (default 200) of the running stack, with a few
   rows seeded into every table before each one; teardown; image builds from nothing and cached;
-- a system of `--scale` services (default 8: copies of the example's two services) against the
+- a system of `--scale` services (default 6: copies of the example's two services) against the
   example's 2: build, up, reset and down;
+- the second example, `examples/shop` (a service that calls another): its freshness check, cold and
+  warm runs, up, reset and down (`--no-shop` skips it);
+
+First come issue 14's tables (each measure beside its target, pytest-docker's figure from the same run),
+then the cold start's critical path (which container waited for which, and how long). Every timed
+process caches its bytecode in the work folder, as Python does on a developer's machine.
 - `-n 0` against `-n 2` (pytest-xdist), shared stack and a stack per worker (`--only-workers`: that
   alone).
 
@@ -30,7 +36,7 @@ Modules, one job each:
   and a stack's up, resets and down); `timeline`: the container events of a cold up;
 - `pytest_docker`: pytest-docker's side (its virtual environment, its conftest, its compose file);
 - `comparison`: the whole test command, ours beside pytest-docker; `scaling`: 2 services against
-  `--scale`; `workers`: `-n 0` against `-n 2`;
+  `--scale`; `workers`: `-n 0` against `-n 2`; `shop`: the second example;
 - `systems`: the copies of the example; `cleanup`: removing projects and images (the Docker tests'
   helper, shared); `processes`: timing a whole command; `samples` and `report`: the figures, the tables,
   the JSON.

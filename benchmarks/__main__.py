@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m benchmarks", description=(OVERVIEW or "").split("\n\n")[0])
     top.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown (3)")
     top.add_argument("--resets", type=int, default=200, help="timed resets on the running stack (200)")
-    top.add_argument("--scale", type=int, default=8, help="services of the bigger generated system (8)")
+    top.add_argument("--scale", type=int, default=6, help="services of the bigger generated system (6)")
     top.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"work folder ({DEFAULT_WORK})")
     top.add_argument(
         "--venv", type=Path, default=None, help="pytest-docker's virtual environment (<work>/venv)"
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--no-from-nothing", action="store_true", help="skip the builds from nothing (slow)")
     top.add_argument("--no-scaling", action="store_true", help="skip the bigger generated system")
     top.add_argument("--no-workers", action="store_true", help="skip -n 0 against -n 2 (pytest-xdist)")
+    top.add_argument("--no-shop", action="store_true", help="skip the second example, examples/shop")
     top.add_argument(
         "--only-workers",
         action="store_true",
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scaling=not args.no_scaling,
         workers=not args.no_workers,
         only_workers=args.only_workers,
+        shop=not args.no_shop,
     )
 
     def report(line: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
-from . import comparison, pytest_docker, report, scaling, workers
+from . import comparison, pytest_docker, report, scaling, shop, workers
 from .cleanup import remove_images, remove_project
 from .processes import Run, tail
 from .samples import Results
@@ -42,6 +42,7 @@ class Options:
     scaling: bool
     workers: bool = True
     only_workers: bool = False
+    shop: bool = True
 
 
 class Bench:
@@ -61,6 +62,7 @@ class Bench:
         self.projects = {"bench-ours", "bench-pd", "bench-fresh-ours", "bench-fresh-pd", "bench-stack-2"}
         self.projects.add(f"bench-stack-{options.scale}")
         self.projects.update(workers.worker_projects("bench-ours"))
+        self.projects.update(shop.projects())
 
     def prepare(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -104,9 +106,19 @@ class Bench:
         for project in sorted(self.projects):
             remove_project(project)
 
+    def use_bytecode_cache(self) -> None:
+        """Every timed process (ours, pytest-docker's, the floor) caches its bytecode, in the work folder
+        (never in the repository), as Python does on a developer's machine: with PYTHONDONTWRITEBYTECODE,
+        as some CI images set, each whole-process figure would include compiling the toolkit's modules
+        anew every time."""
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
+
     def run(self) -> Path:
         started = datetime.now()
         self.results.extra["machine"] = machine_info()
+        self.use_bytecode_cache()
+        self.results.extra["bytecode"] = f"cached in {self.work / 'pycache'} for every timed process"
         try:
             self.prepare()
             if self.o.only_workers:
@@ -118,6 +130,8 @@ class Bench:
                 comparison.measure_cold_and_cached(self)
                 comparison.measure_warm(self)
                 scaling.measure_sizes(self)
+                if self.o.shop:
+                    shop.measure_shop(self)
                 if self.o.from_nothing:
                     comparison.measure_from_nothing(self)
                 if self.o.workers:

@@ -22,44 +22,56 @@ if TYPE_CHECKING:
 FRESH_PORT_BASE = 25100
 
 
-def measure_cold_and_cached(bench: Bench) -> None:
-    bench.report("cold stack, images cached (ours) / up --build -d with cache (pytest-docker)")
+def measure_cold_and_cached(bench: Bench, ours: Toolkit | None = None, prefix: str = "") -> None:
+    """Cold runs of `ours` (default: the bundled example's copy), each followed by pytest-docker's run
+    on the bundled example when there is no `prefix` (the second example has no pytest-docker side)."""
+    ours = ours or bench.ours
+    bench.report(f"{prefix}cold stack, images cached (ours) / up --build -d with cache (pytest-docker)")
     for _ in range(bench.o.repeat):
-        bench.ours.down()
-        run = bench.ours.pytest()
+        ours.down()
+        run = ours.pytest()
         phases = parse_phases(run.output)
-        bench.record("ours: cold, images cached", run, phases=phases)
+        bench.record(prefix + "ours: cold, images cached", run, phases=phases)
         for phase, seconds in phases.items():
-            bench.results.sample(f"ours: cold phase {phase}").add(seconds)
-        if bench.o.pytest_docker:
+            bench.results.sample(f"{prefix}ours: cold phase {phase}").add(seconds)
+        if bench.o.pytest_docker and not prefix:
             remove_project("bench-pd")
             specs = pytest_docker.service_specs(bench.pd_system)
             run = bench.pd.pytest(bench.pd_copy, bench.pd_compose, "bench-pd", specs)
             bench.record("pytest-docker: images cached", run)
 
 
-def measure_warm(bench: Bench) -> None:
-    bench.report("warm rerun, no change (ours: reuse mode)")
-    bench.ours.down()
-    prime = bench.ours.pytest(reuse=True)
+def measure_warm(bench: Bench, ours: Toolkit | None = None, prefix: str = "") -> None:
+    """Reruns with nothing changed in reuse mode, each whole process and what it took beyond its test
+    phase (the plugin's "tests" phase: from the first test's start to the last one's end)."""
+    ours = ours or bench.ours
+    bench.report(f"{prefix}warm rerun, no change (ours: reuse mode)")
+    ours.down()
+    prime = ours.pytest(reuse=True)
     if prime.returncode:
         bench.report(f"  priming the reused stack failed:\n{tail(prime.output, 15)}")
     for _ in range(bench.o.repeat):
-        run = bench.ours.pytest(reuse=True)
+        run = ours.pytest(reuse=True)
         phases = parse_phases(run.output)
-        bench.record("ours: warm (reuse)", run, phases=phases)
+        if bench.record(prefix + "ours: warm (reuse)", run, phases=phases) and "tests" in phases:
+            beyond = run.seconds - phases["tests"]
+            bench.results.sample(prefix + "ours: warm beyond tests").add(beyond)
+            bench.report(f"    beyond the test phase: {beyond:.2f}s")
         for phase, seconds in phases.items():
-            bench.results.sample(f"ours: warm phase {phase}").add(seconds)
-    bench.ours.down()
+            bench.results.sample(f"{prefix}ours: warm phase {phase}").add(seconds)
+    ours.down()
 
 
-def measure_freshness_check(bench: Bench) -> None:
-    bench.report("freshness check, nothing changed")
+def measure_freshness_check(bench: Bench, ours: Toolkit | None = None, prefix: str = "") -> None:
+    ours = ours or bench.ours
+    bench.report(f"{prefix}freshness check, nothing changed")
     runs = max(bench.o.repeat, 5)
-    for seconds in measure_freshness(bench.copy, runs):
-        bench.results.sample("freshness: in-process").add(seconds)
+    for seconds in measure_freshness(ours.root, runs):
+        bench.results.sample(prefix + "freshness: in-process").add(seconds)
     for _ in range(runs):
-        bench.record("freshness: python -m integration check", bench.ours.cli("check"))
+        bench.record(prefix + "freshness: python -m integration check", ours.cli("check"))
+    if prefix:
+        return
     bare = run_timed([sys.executable, "-c", "pass"], cwd=bench.copy, env=base_env())
     bench.results.sample("python start (floor)").add(bare.seconds)
 

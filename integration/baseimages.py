@@ -31,6 +31,7 @@ from pathlib import Path
 
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
+from python_on_whales.utils import run as run_docker
 
 from .errors import BuildError, ConfigError, EngineError
 from .model import (
@@ -39,6 +40,7 @@ from .model import (
     OFFLINE_PYTHON_IMAGE,
     BaseImages,
 )
+from .podman import classic_build_quietly, is_podman
 
 log = logging.getLogger("integration.images")
 
@@ -305,15 +307,17 @@ def ensure_debian_base(client: DockerClient = docker, suite: str = DEBIAN_SUITE)
                     item.unlink()
         tarball = Path(work) / "rootfs.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-        client.image.import_(
-            tarball,
-            tag=image,
-            changes=[
-                f"LABEL {LABEL_RECIPE_HASH}={wanted}",
-                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                'CMD ["bash"]',
-            ],
-        )
+        changes = [
+            f"LABEL {LABEL_RECIPE_HASH}={wanted}",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            'CMD ["bash"]',
+        ]
+        # why: podman's Docker-compatible API answers an import with "sha256:<id>: sha256:<id>", which
+        # `client.image.import_` then fails to inspect ("invalid reference format"); the import is run
+        # through the same CLI and client config without reading its answer: the image is found by tag.
+        import_cmd = [*client.client_config.docker_cmd, "image", "import"]
+        import_cmd += [f"--change={change}" for change in changes]
+        run_docker([*import_cmd, str(tarball), image])
     return ImageOutcome("debian", image, "built", time.monotonic() - started)
 
 
@@ -332,14 +336,24 @@ def ensure_standin(standin: StandIn, client: DockerClient = docker) -> ImageOutc
     started = time.monotonic()
     log.info("building the offline stand-in %s", standin.image)
     try:
-        client.build(
-            recipe,
-            tags=[standin.image],
-            labels={LABEL_RECIPE_HASH: wanted},
-            build_args={"BASE_IMAGE": debian_base_image(standin.suite), **build_args},
-            load=True,
-            progress=False,
-        )
+        if is_podman(client):
+            # why: podman serves no BuildKit, so buildx cannot build there; the classic builder can.
+            classic_build_quietly(
+                client,
+                recipe,
+                tags=[standin.image],
+                labels={LABEL_RECIPE_HASH: wanted},
+                build_args={"BASE_IMAGE": debian_base_image(standin.suite), **build_args},
+            )
+        else:
+            client.build(
+                recipe,
+                tags=[standin.image],
+                labels={LABEL_RECIPE_HASH: wanted},
+                build_args={"BASE_IMAGE": debian_base_image(standin.suite), **build_args},
+                load=True,
+                progress=False,
+            )
     except DockerException as exc:
         raise BuildError(f"building {standin.image} from {recipe} failed:\n{_tail(exc)}") from exc
     return ImageOutcome(standin.kind, standin.image, "built", time.monotonic() - started)

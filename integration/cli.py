@@ -12,29 +12,26 @@ Every user mistake ends as one message on stderr and a non-zero exit status, nev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
+import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from python_on_whales import DockerClient
-from python_on_whales.client_config import ClientNotFoundError
-from python_on_whales.exceptions import DockerException
+from typing import TYPE_CHECKING, cast
 
 from . import settings
-from .adopt import cmd_init
-from .baseimages import build_all_standins, engine_check, locally_available, resolve_base_images
-from .discovery import load_system
-from .doctor import run_doctor
 from .errors import ConfigError, EngineError, IntegrationError
-from .images import build_images, require_fresh
-from .model import SystemSpec
-from .shard import parse_shard
-from .stack import Stack, check_compose, default_port_base
+
+if TYPE_CHECKING:
+    from python_on_whales.exceptions import DockerException
+
+    from .model import BaseImages, SystemSpec
+
+# Each command imports what it uses, in its own body: a command's whole process is what a person waits
+# for, and python-on-whales, SQLAlchemy, the doctor and `init` cost tenths of a second each to import
+# (`check`, the freshness check alone, needs none of the stack's or the doctor's modules).
 
 BUNDLED_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "shortener"
 
@@ -55,6 +52,8 @@ def _load(args: argparse.Namespace) -> SystemSpec:
 def _load_with_config(args: argparse.Namespace) -> tuple[SystemSpec, settings.SystemConfig]:
     """The system and the config it was read with (read once: the commands that open a stack or run
     the tests need both)."""
+    from .discovery import load_system
+
     root = resolve_root(args.root)
     config = settings.load_config(root)
     system = load_system(root, config=config)
@@ -65,9 +64,16 @@ def _load_with_config(args: argparse.Namespace) -> tuple[SystemSpec, settings.Sy
 
 def _engine(compose: bool = False) -> None:
     """The engine answers (and Compose is new enough), or one EngineError before any other docker call."""
+    from python_on_whales import DockerClient
+    from python_on_whales.client_config import ClientNotFoundError
+
+    from .baseimages import engine_check
+
     try:
         engine_check()
         if compose:
+            from .stack import check_compose
+
             check_compose(DockerClient())
     except ClientNotFoundError as exc:
         raise EngineError(
@@ -77,6 +83,7 @@ def _engine(compose: bool = False) -> None:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
+    from .baseimages import build_all_standins
 
     for outcome in build_all_standins():
         timing = f" in {outcome.seconds:.1f}s" if outcome.action == "built" else ""
@@ -92,14 +99,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build(system: SystemSpec, force: bool = False) -> None:
+def _build(system: SystemSpec, force: bool = False) -> tuple[BaseImages, dict[str, str]]:
+    """Build what is stale; the base images used and every service's image id, fresh now."""
+    from .baseimages import resolve_base_images
+    from .images import build_images
+
     started = time.monotonic()
     base, _ = resolve_base_images(system.base_images, report=_say)
-    build_images(system, base, force=force, report=_say)
+    states = build_images(system, base, force=force, report=_say)
     _say(f"build step done in {time.monotonic() - started:.1f}s")
+    return base, {state.service: state.image_id or "" for state in states}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .baseimages import locally_available
+    from .images import require_fresh
 
     system = _load(args)
     _engine()
@@ -110,6 +124,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compose(args: argparse.Namespace) -> int:
+    from .baseimages import locally_available
+    from .stack import Stack
 
     system, config = _load_with_config(args)
     _engine()
@@ -120,6 +136,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .baseimages import locally_available
+    from .images import require_fresh
+    from .stack import Stack
 
     system, config = _load_with_config(args)
     _engine(compose=True)
@@ -137,6 +156,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from .stack import Stack
 
     system, config = _load_with_config(args)
     _engine()
@@ -146,7 +166,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: build what is stale, then the use-case tests against the real stack."""
+    """The main job: build what is stale, then the use-case tests against the real stack, in this process.
+
+    pytest runs here (`pytest.main`), not in a second Python: no second interpreter start and imports,
+    and the plugin takes the system and the image ids this build step just verified instead of
+    discovering and checking again (`plugin.RunHandoff`). Ctrl-C and SIGTERM reach the tests as
+    KeyboardInterrupt (see `main`): pytest tears the stack down, then the run ends with status 130.
+    """
+    from .shard import parse_shard
+    from .stack import default_port_base
+
     system, config = _load_with_config(args)
     tests = system.root / config.tests
     if not tests.is_dir():
@@ -162,64 +191,78 @@ def cmd_run(args: argparse.Namespace) -> int:
     # one message and exit status 2.
     default_port_base()
     _engine(compose=True)
-    _build(system)
-    command = [sys.executable, "-m", "pytest", str(tests), config.mode_option, "-p", "no:cacheprovider"]
+    base, image_ids = _build(system)
+    arguments = [str(tests), config.mode_option, "-p", "no:cacheprovider"]
     if args.shard is not None:
-        command += ["--shard", args.shard]
+        arguments += ["--shard", args.shard]
     # `run --root DIR -- -k visit`: argparse keeps the `--`, which would make pytest read `-k` as a path.
     pytest_args = list(args.pytest_args)
-    command += pytest_args[1:] if pytest_args[:1] == ["--"] else pytest_args
-    _say("$ " + " ".join(command))
-    return _run_tests(command, system.root)
+    arguments += pytest_args[1:] if pytest_args[:1] == ["--"] else pytest_args
+    _say("$ pytest " + " ".join(arguments))
+    # The toolkit is imported already (this command is it), so pytest cannot rewrite the asserts of its
+    # plugin module, and would say so; it has none a test relies on.
+    arguments = ["-W", f"ignore:{_NOT_REWRITTEN}:pytest.PytestAssertRewriteWarning", *arguments]
+    return _run_tests(arguments, system.with_base_images(base), image_ids)
 
 
-def _ignore_sigterm() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+_NOT_REWRITTEN = "Module already imported so cannot be rewritten; integration"
 
 
-def _run_tests(command: list[str], cwd: Path) -> int:
-    """Run pytest in a child process and never cut its teardown short.
+def _run_tests(arguments: list[str], system: SystemSpec, image_ids: dict[str, str]) -> int:
+    """pytest's exit status for `arguments`, run in this process from the system's root (as a person
+    runs it there; relative paths in `arguments` are taken from the root)."""
+    import pytest
 
-    Ctrl-C at a terminal (SIGINT to the foreground process group) reaches pytest as well as this process:
-    pytest turns it into its KeyboardInterrupt and tears the stack down, and this process waits for that.
-    SIGTERM (a cancelled job, `timeout`, `docker stop`), whether sent to this process or to the whole
-    group, reaches pytest once, as SIGINT from here: pytest starts with SIGTERM ignored, because its
-    default action would end it at once, leaving the stack running. (subprocess.call would also kill
-    pytest 0.25 s after a KeyboardInterrupt.)
-    """
+    from .plugin import RunHandoff
+
     interrupted = False
-    child: subprocess.Popen[bytes] | None = None
 
-    def on_sigint(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True  # the child got it too: wait for its teardown
-
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_signal(signum: int, frame: object) -> None:
         nonlocal interrupted
         interrupted = True
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGINT)
+        raise KeyboardInterrupt
 
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
-    }
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    cwd = Path.cwd()
+    os.chdir(system.root)
     try:
-        # preexec_fn is safe here: the build threads have ended, nothing else runs beside this one.
-        child = subprocess.Popen(command, cwd=cwd, preexec_fn=_ignore_sigterm)
-        status = child.wait()
+        status = int(pytest.main(arguments, plugins=[RunHandoff(system, image_ids)]))
     finally:
+        os.chdir(cwd)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if interrupted:
+        # pytest turned the signal into an interrupted session and tore the stack down: say so.
         raise KeyboardInterrupt
     return status
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Remove the toolkit's service images of checkouts that no longer exist; never another's."""
+    from .images import remove_orphaned_images
+
+    _engine()
+    orphans = remove_orphaned_images(system=args.system)
+    for orphan in orphans:
+        shown = ", ".join(orphan.tags) or orphan.image_id[:19]
+        if orphan.removed:
+            _say(f"{shown}: removed (its checkout {orphan.root} is gone)")
+        else:
+            _say(f"{shown}: kept, {orphan.reason}")
+    _say(f"{sum(o.removed for o in orphans)} image(s) of removed checkouts removed")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
 
     return run_doctor(resolve_root(args.root), live=not args.static, report=_say)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .adopt import cmd_init as init
+
+    return init(args)
 
 
 COMMANDS = {
@@ -231,6 +274,7 @@ COMMANDS = {
     "down": (cmd_down, "remove this checkout's stack: containers, network, volumes"),
     "run": (cmd_run, "build, then run the use-case tests against the real stack"),
     "doctor": (cmd_doctor, "look for the known causes of failed integration runs"),
+    "clean": (cmd_clean, "remove the toolkit's service images of checkouts that no longer exist"),
     "init": (cmd_init, "inspect the repository and write its adoption (config and real harness)"),
 }
 
@@ -263,12 +307,23 @@ def parser() -> argparse.ArgumentParser:
             )
         if name == "doctor":
             command.add_argument("--static", action="store_true", help="only the checks that need no engine")
+        if name == "clean":
+            command.add_argument("--system", help="only the images of the system of this name")
     return top
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
     # SIGTERM (a CI job cancelled) takes the same path as Ctrl-C, so that every `finally` tears down.
     raise KeyboardInterrupt
+
+
+def _as_docker_exception(exc: BaseException) -> DockerException | None:
+    """`exc` when it is python-on-whales' DockerException, else None. Without importing python-on-whales:
+    a command that never imported it cannot have raised one."""
+    module = sys.modules.get("python_on_whales.exceptions")
+    if module is not None and isinstance(exc, module.DockerException):
+        return cast("DockerException", exc)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,12 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IntegrationError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_status
-    except DockerException as exc:
+    except Exception as exc:
+        failed = _as_docker_exception(exc)
+        if failed is None:
+            raise
         # A docker call failed in a way no step turned into its own error: the command and what it said.
-        said = (exc.stderr or exc.stdout or "").strip().splitlines()
-        command = " ".join(str(part) for part in exc.docker_command)
+        said = (failed.stderr or failed.stdout or "").strip().splitlines()
+        command = " ".join(str(part) for part in failed.docker_command)
         print(
-            f"error: `{command}` failed (exit {exc.return_code}): {said[-1] if said else 'no output'}",
+            f"error: `{command}` failed (exit {failed.return_code}): {said[-1] if said else 'no output'}",
             file=sys.stderr,
             flush=True,
         )

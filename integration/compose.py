@@ -68,7 +68,10 @@ def _published(ports: PortPlan, compose_service: str, container_ports: list[int]
                 f"the port plan has no host port for {compose_service}:{container_port}; "
                 "make the plan with integration.ports.plan_ports(system)"
             ) from None
-        published.append(f"{HOST_IP}:{host_port}:{container_port}")
+        # The plan's bind address: 127.0.0.1 for a local engine, the user's choice for a remote one
+        # (integration.engine); an IPv6 address goes in brackets.
+        address = ports.bind_address or HOST_IP
+        published.append(f"{f'[{address}]' if ':' in address else address}:{host_port}:{container_port}")
     return published
 
 
@@ -164,8 +167,8 @@ def _service(
     if system.needs_broker and spec.uses_broker:
         depends_on[BROKER_SERVICE] = {"condition": "service_healthy"}
     for callee in spec.calls:
-        # A service that calls another starts after it (its worker's copy of it); the stack starts the
-        # callers only once the host has seen the callee answer (integration.stack, call levels).
+        # A service that calls another starts after it (its worker's copy of it); the toolkit's own start
+        # starts a caller only once the host has seen the callee answer (integration.startup).
         depends_on[for_worker(callee, worker)] = {"condition": "service_started"}
     environment = service_environment(system, spec, worker)
     service: dict[str, Any] = {
@@ -199,8 +202,8 @@ def render_compose(
     first worker uses, plus for every other worker a copy of each service (`links-gw1`) whose
     DATABASE_URL names the worker's own database in the service's PostgreSQL (`links_gw1`) and whose
     BROKER_URL names the worker's own virtual host (`gw1`). Those databases and virtual hosts must
-    exist before the copies start: the stack creates them once the serial part is healthy
-    (integration.stack).
+    exist before the copies start: the start creates them once the broker and the databases are ready
+    (integration.startup).
     """
     images = dict(images or {})
     unknown = sorted(set(images) - {s.name for s in system.services})

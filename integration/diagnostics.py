@@ -76,15 +76,19 @@ def port_taken(output: str) -> bool:
     return "port is already allocated" in lowered or "address already in use" in lowered
 
 
-def port_race_headline(output: str, attempts: int) -> str:
-    """What to do when every port plan lost its race: the port, who holds it now, and the fix."""
-    found = re.findall(r"(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)", output)
+def port_race_headline(output: str, attempts: int, bind_address: str = "127.0.0.1") -> str:
+    """What to do when every port plan lost its race: the port, who holds it now, and the fix. The
+    owner is looked up on this machine only when the ports are bound here (a local engine)."""
+    found = re.findall(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):(\d+)", output)
     port = int(found[-1]) if found else None
-    owner = describe_port_owner(port) if port else None
-    where = f"host port 127.0.0.1:{port}" if port else "a host port"
+    local = bind_address in ("127.0.0.1", "::1")
+    owner = describe_port_owner(port) if port and local else None
+    shown = f"[{bind_address}]" if ":" in bind_address else bind_address
+    where = f"host port {shown}:{port}" if port else "a host port"
     held = f" (now held by {owner})" if owner else ""
+    machine = "this machine" if local else "the engine's host"
     return (
         f"{where}{held} was taken between planning and binding, {attempts} times in a row, each time "
-        "on newly planned ports: something on this machine keeps binding free ports on 127.0.0.1; "
+        f"on newly planned ports: something on {machine} keeps binding free ports on {shown}; "
         "stop it and run again"
     )

@@ -11,31 +11,38 @@ service's `publishes`/`consumes` lists or the contract's lists; the exchange at 
 `broker:` section. Where a fact is in neither place, the config says it, and the config wins.
 
 Every malformed input raises `ConfigError` naming the file, the field path (`services.links.port`)
-and its line. Pure apart from reading the repository's files and importing its contract modules.
+and its line. Pure apart from reading the repository's files and importing its contract modules, which
+happens in a child process with a time limit (its answer cached in the user's cache folder).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
+import hashlib
+import json
 import keyword
+import os
 import re
 import signal
+import subprocess
 import sys
-import threading
-import traceback
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType, ModuleType
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from .errors import ConfigError
-from .model import DEFAULT_EXCHANGE, IMAGE_RE, BaseImages, Notice, ServiceSpec, SystemSpec
+from .model import (
+    DEFAULT_EXCHANGE,
+    IMAGE_RE,
+    BaseImages,
+    Notice,
+    ServiceSpec,
+    SystemSpec,
+    default_image,
+)
 from .settings import SERVICES_FILE, ServiceOverrides, SystemConfig, find_system_root, load_config
 
 __all__ = ["IMAGE_RE", "SERVICES_FILE", "find_system_root", "load_system"]
@@ -435,12 +442,12 @@ class _ServicesFile:
                 f"{', '.join(str(k) for k in services)})",
             )
 
-        specs = [self._service(root, key, value) for key, value in services.items()]
+        specs = [self._service(root, name, key, value) for key, value in services.items()]
         self._check_calls(specs)
         self._check_unique(specs, base_images)
         return name, exchange, tuple(specs)
 
-    def _service(self, root: Path, key: object, value: object) -> ServiceSpec:
+    def _service(self, root: Path, system: str, key: object, value: object) -> ServiceSpec:
         if not isinstance(key, str):
             raise self.error(("services", str(key)), f"a service name must be a string, got {_describe(key)}")
         name = self._name(key, ("services", key), "service name")
@@ -479,7 +486,7 @@ class _ServicesFile:
 
         database = self._database(value, field, overrides)
         contract = self._contract(root, value, field, overrides, name)
-        image = self._image(value, field, overrides, name)
+        image = self._image(value, field, overrides, default_image(system, name, root))
         environment = self._environment(value, field)
         calls = self._names_list(value, field, overrides.calls, "calls")
         queue = overrides.queue
@@ -644,9 +651,10 @@ class _ServicesFile:
         return module
 
     def _image(
-        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, name: str
+        self, value: Mapping[Any, Any], field: tuple[str, ...], overrides: ServiceOverrides, default: str
     ) -> str:
-        image = f"{name}:test"
+        """The tag as the user wrote it (`image:`, or `image` in the config), else this checkout's own."""
+        image = default
         where = (*field, "image")
         if overrides.image is not None:
             image = overrides.image
@@ -656,7 +664,8 @@ class _ServicesFile:
                 image = self._string(found, where)
         if not IMAGE_RE.fullmatch(image):
             raise self.error(
-                where, f"{image!r} is not a Docker image tag: use lower-case 'name:tag' (e.g. '{name}:test')"
+                where,
+                f"{image!r} is not a Docker image tag: use lower-case 'name:tag' (e.g. '{field[-1]}:test')",
             )
         return image
 
@@ -759,37 +768,20 @@ class _ServicesFile:
 
 
 # --- contract modules ---------------------------------------------------------------------------------
+#
+# The contract modules are the repository's code, imported in a child process (`contract_child`) with a
+# time limit: a module that loops, hangs in C code, calls os._exit or prints cannot stop or disturb the
+# toolkit's process, and the import works from any thread. The child's answer is cached per content of
+# the files it read, so that an unchanged repository starts no child (the freshness check stays fast).
 
-
-def _is_architecture_module(name: str) -> bool:
-    return name == "architecture" or name.startswith("architecture.")
-
-
-@contextmanager
-def _contracts_importable(root: Path) -> Iterator[None]:
-    """Make `architecture.*` importable from `root` only, and leave the interpreter as it was after.
-
-    Modules named `architecture*` already imported (another system's, or this one's imported by the
-    caller) are set aside and put back afterwards, so two calls with different roots never see each
-    other's contracts and a caller's own imports keep their identity.
-    """
-    saved_modules = {n: m for n, m in sys.modules.items() if _is_architecture_module(n)}
-    saved_path = list(sys.path)
-    saved_bytecode = sys.dont_write_bytecode
-    for name in saved_modules:
-        del sys.modules[name]
-    sys.path.insert(0, str(root))
-    sys.dont_write_bytecode = True  # discovery leaves no __pycache__ folders in the repository
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        for name in [n for n in sys.modules if _is_architecture_module(n)]:
-            del sys.modules[name]
-        sys.modules.update(saved_modules)
-        sys.path[:] = saved_path
-        sys.dont_write_bytecode = saved_bytecode
-        importlib.invalidate_caches()
+CHILD = Path(__file__).resolve().with_name("contract_child.py")
+CHILD_START_SECONDS = 20.0  # on top of the import limit: the child's own start, on a loaded machine
+CACHE_ENTRIES = 200  # answers kept in the cache folder (a few KB each)
+IMPORT_FIX = (
+    "a contract module only declares models and interfaces: move what runs at import "
+    "(a loop, a network call, a wait, an exit) into a function"
+)
+_FAULTHANDLER_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)', re.MULTILINE)
 
 
 def _contract_file(root: Path, module: str) -> Path:
@@ -798,128 +790,176 @@ def _contract_file(root: Path, module: str) -> Path:
     return package if package.is_file() else base.with_suffix(".py")
 
 
-def _where(exc: BaseException, root: Path) -> str:
-    """`file:line` of the innermost traceback frame in the repository, or of a SyntaxError."""
-    if isinstance(exc, SyntaxError) and exc.filename:
-        return f"{exc.filename}:{exc.lineno}" if exc.lineno else exc.filename
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).is_relative_to(root)]
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+def contracts_cache_dir() -> Path:
+    """Where the child's answers are kept: the toolkit's folder in the user's cache (the one
+    `settings.default_compose_dir` uses), never the repository."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "service-integration" / "contracts"
 
 
-class _ImportTookTooLong(BaseException):
-    """Raised in the importing thread by the time limit's alarm (a BaseException, so that a contract's
-    own `except Exception` cannot swallow it)."""
-
-    def __init__(self, frame: FrameType | None) -> None:
-        super().__init__()
-        self.frame = frame
-
-    def where(self, root: Path) -> str:
-        """` (at file:line)` of the innermost frame in the repository when the alarm rang."""
-        frame = self.frame
-        while frame is not None:
-            if Path(frame.f_code.co_filename).is_relative_to(root):
-                return f" (it was at {frame.f_code.co_filename}:{frame.f_lineno})"
-            frame = frame.f_back
-        return ""
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt the code inside after `seconds` (with SIGALRM, so only in the main thread; elsewhere
-    no limit). A contract module that loops at import then ends in one message instead of a hang."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def ring(signum: int, frame: FrameType | None) -> None:
-        raise _ImportTookTooLong(frame)
-
-    previous = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def _digest(path: Path) -> str | None:
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
-def _import_contract(root: Path, services_file: Path, spec: ServiceSpec) -> tuple[ModuleType, Path]:
-    module_name = spec.contract_module or ""
-    path = _contract_file(root, module_name)
-    if not path.is_file():
-        raise ConfigError(
-            services_file,
-            f"services.{spec.name}.contract",
-            f"contract module {module_name} not found: expected {path}; create it or set `contract:`",
-        )
+def _cache_file(request: Mapping[str, Any]) -> Path:
+    """The cache entry of one request: the same contracts read the same way by the same Python and the
+    same child program. The parent's sys.path is left out: pytest and the command line differ there."""
+    key = {k: v for k, v in request.items() if k != "sys_path"}
+    key["python"] = [sys.executable, sys.version]
+    key["child"] = _digest(CHILD)
+    text = json.dumps(key, sort_keys=True)
+    return contracts_cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+
+
+def _cached(request: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cached answer, when every file it was read from still has the content it had."""
     try:
-        with _time_limit(CONTRACT_IMPORT_SECONDS):
-            module = importlib.import_module(module_name)
-    except _ImportTookTooLong as exc:
-        raise ConfigError(
-            path,
-            module_name,
-            f"importing the contract did not finish within {CONTRACT_IMPORT_SECONDS:g} s{exc.where(root)}",
-            fix="a contract module only declares models and interfaces: move what runs at import "
-            "(a loop, a network call, a wait) into a function",
-        ) from None
-    except (Exception, SystemExit) as exc:
-        where = _where(exc, root)
-        detail = exc.msg if isinstance(exc, SyntaxError) else str(exc)
-        at = f" at {where}" if where else ""
-        raise ConfigError(
-            path,
-            module_name,
-            f"importing the contract failed{at}: {type(exc).__name__}: {detail}; fix the module "
-            "(the toolkit imports it with the system root on sys.path)",
-        ) from exc
-    loaded = Path(getattr(module, "__file__", None) or "").resolve()
-    if loaded != path.resolve():
-        raise ConfigError(
-            path,
-            module_name,
-            f"importing {module_name} loaded {loaded or 'a namespace package'} instead of {path}; "
-            "add architecture/__init__.py and architecture/contracts/__init__.py",
-        )
-    return module, path
+        entry = json.loads(_cache_file(request).read_text())
+        files = entry["files"]
+        result = entry["result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, dict) or not isinstance(result, dict):
+        return None
+    for file, digest in files.items():
+        if _digest(Path(file)) != digest:
+            return None
+    return result
 
 
-def _event_classes(module: ModuleType, path: Path, variable: str) -> list[type[BaseModel]]:
-    field = f"{module.__name__}.{variable}"
-    events = getattr(module, variable, None)
-    if events is None:
-        if hasattr(module, variable):
-            raise ConfigError(path, field, "is None; make it a list of event classes (or remove it)")
-        return []
-    if not isinstance(events, list | tuple):
-        raise ConfigError(
-            path, field, f"must be a list of pydantic model classes, got {type(events).__name__}"
-        )
-    classes: list[type[BaseModel]] = []
-    for i, event in enumerate(events):
-        if not (isinstance(event, type) and issubclass(event, BaseModel)) or event is BaseModel:
-            shown = event.__name__ if isinstance(event, type) else repr(event)[:60]
-            raise ConfigError(
-                path,
-                f"{field}[{i}]",
-                f"{shown} is not a pydantic model class: list event classes (subclasses of "
-                "pydantic.BaseModel), not instances or names",
-            )
-        if event not in classes:
-            classes.append(event)
-    return classes
+def _store(request: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    files = set(result.get("files", ())) | {m["file"] for m in request["modules"]}
+    digests = {file: _digest(Path(file)) for file in sorted(files)}
+    if None in digests.values():
+        return  # a file vanished meanwhile: nothing to trust
+    target = _cache_file(request)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"files": digests, "result": result}))
+        os.replace(temporary, target)  # whole or not at all: another process may read it now
+        _prune(target.parent)
+    except OSError:
+        pass  # a read-only cache: every call starts the child, nothing else changes
 
 
-def _declared_routing_key(event: type[BaseModel], attribute: str) -> str | None:
-    """An event class's own routing key: a class attribute (a ClassVar) or a field's default."""
-    value = getattr(event, attribute, None)
-    if isinstance(value, str) and value:
-        return value
-    declared = event.model_fields.get(attribute)
-    if declared is not None and isinstance(declared.default, str) and declared.default:
-        return declared.default
+def _prune(folder: Path) -> None:
+    """Keep the newest CACHE_ENTRIES answers: one per checkout is used, checkouts come and go."""
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in entries[CACHE_ENTRIES:]:
+        stale.unlink(missing_ok=True)
+
+
+def _contract_request(root: Path, modules: Mapping[str, Path], config: SystemConfig) -> dict[str, Any]:
+    return {
+        "root": str(root),
+        "sys_path": [p for p in sys.path if isinstance(p, str)],
+        "modules": [{"name": name, "file": str(path)} for name, path in modules.items()],
+        "contracts_package": CONTRACTS_PACKAGE,
+        "contracts_folder": str(root.joinpath(*CONTRACTS_PACKAGE.split("."))),
+        "attribute": config.routing_key_attribute,
+        "variables": [config.published_variable, config.consumed_variable],
+        "seconds": CONTRACT_IMPORT_SECONDS,
+    }
+
+
+def _innermost_frame(stack: str, root: Path) -> tuple[str, int] | None:
+    """The innermost repository frame of a faulthandler dump (it lists the innermost frame first)."""
+    for match in _FAULTHANDLER_FRAME.finditer(stack):
+        if Path(match["file"]).is_relative_to(root):
+            return match["file"], int(match["line"])
     return None
+
+
+def _child_failed(
+    root: Path, modules: Mapping[str, Path], importing: str | None, status: int | None, stderr: str
+) -> ConfigError:
+    """One ConfigError for a child that ended without an answer: timed out, exited or was killed."""
+    module = importing or next(iter(modules))
+    path = modules.get(module, next(iter(modules.values())))
+    if status is None or "Timeout (" in stderr:
+        frame = _innermost_frame(stderr.rpartition("Timeout (")[2], root) if "Timeout (" in stderr else None
+        at = f" (it was at {frame[0]}:{frame[1]})" if frame else ""
+        line = frame[1] if frame and Path(frame[0]) == path else None
+        return ConfigError(
+            path,
+            module,
+            f"importing the contract did not finish within {CONTRACT_IMPORT_SECONDS:g} s{at}",
+            line=line,
+            fix=IMPORT_FIX,
+        )
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        how = f"was killed by {name}"
+    else:
+        how = f"ended the process with exit status {status} (os._exit or a crash)"
+    said = [line for line in stderr.strip().splitlines() if line.strip()]
+    last = f"; its last output: {said[-1][:200]}" if said else ""
+    return ConfigError(path, module, f"importing the contract {how}{last}", fix=IMPORT_FIX)
+
+
+def _import_in_child(root: Path, modules: Mapping[str, Path], config: SystemConfig) -> dict[str, Any]:
+    """What the contract modules hold (see contract_child), from the cache or from a child process."""
+    request = _contract_request(root, modules, config)
+    cached = _cached(request)
+    if cached is not None:
+        return cached
+    limit = CONTRACT_IMPORT_SECONDS * len(modules) + CHILD_START_SECONDS
+    # -I: no user site, no PYTHON* variables, not the child's folder on sys.path (the request gives the
+    # parent's); -B: no __pycache__ folders in the repository.
+    command = [sys.executable, "-I", "-B", str(CHILD)]
+    try:
+        done = subprocess.run(
+            command, input=json.dumps(request), capture_output=True, text=True, timeout=limit
+        )
+        status: int | None = done.returncode
+        stdout, stderr = done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:  # run() has killed it: stuck past faulthandler's limit
+        status = None
+        stdout = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+    except OSError as exc:
+        first = next(iter(modules.values()))
+        raise ConfigError(
+            first, None, f"cannot start {sys.executable} to import the contracts: {exc.strerror or exc}"
+        ) from exc
+    importing: str | None = None
+    answer: dict[str, Any] | None = None
+    for line in stdout.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and "importing" in message:
+            importing = str(message["importing"])
+        elif isinstance(message, dict):
+            answer = message
+    if answer is None:
+        raise _child_failed(root, modules, importing, status, stderr)
+    if "failed" in answer:
+        failed = answer["failed"]
+        where = failed["where"]
+        at = f" at {where}" if where else ""
+        file, _, line = where.rpartition(":")
+        raise ConfigError(
+            failed["file"],
+            failed["module"],
+            f"importing the contract failed{at}: {failed['type']}: {failed['detail']}; fix the module "
+            "(the toolkit imports it with the system root on sys.path)",
+            line=int(line) if file == failed["file"] and line.isdigit() else None,
+        )
+    if "error" in answer:
+        error = answer["error"]
+        raise ConfigError(error["path"], error["field"], error["problem"])
+    result: dict[str, Any] = answer["result"]
+    _store(request, result)
+    return result
 
 
 class _Contracts:
@@ -927,24 +967,16 @@ class _Contracts:
     service's events once services.yml's lists, the config and the contracts' lists are merged."""
 
     def __init__(self) -> None:
-        self.classes: dict[str, type[BaseModel]] = {}
+        self.classes: dict[str, tuple[str, str | None]] = {}  # name -> ("module:Class", declared key)
         self.routing_keys: dict[str, str] = {}
         self.event_classes: dict[str, str] = {}
         self.services: tuple[ServiceSpec, ...] = ()
 
-    def learn(self, module: ModuleType, path: Path, config: SystemConfig) -> None:
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, BaseModel) and value is not BaseModel:
-                self.classes.setdefault(value.__name__, value)
-        mapping = getattr(module, "ROUTING_KEYS", None)
-        if isinstance(mapping, Mapping):
-            for event, key in mapping.items():
-                name = event.__name__ if isinstance(event, type) else str(event)
-                if not isinstance(key, str) or not key:
-                    raise ConfigError(
-                        path, f"{module.__name__}.ROUTING_KEYS[{name}]", "must be a routing key string"
-                    )
-                self.routing_keys.setdefault(name, key)
+    def learn(self, module: Mapping[str, Any]) -> None:
+        for name, ref, declared in module["classes"]:
+            self.classes.setdefault(name, (ref, declared))
+        for name, key in module["routing_keys"]:
+            self.routing_keys.setdefault(name, key)
 
     def resolve_name(self, name: str) -> str:
         """An event named in services.yml: its class name, or a routing key that one class declares."""
@@ -956,55 +988,64 @@ class _Contracts:
         return name
 
 
+def _listed(module: Mapping[str, Any], variable: str) -> list[str]:
+    """The event class names a contract lists in `variable` (or the error reading them is)."""
+    listed = module["lists"][variable]
+    if "error" in listed:
+        error = listed["error"]
+        raise ConfigError(error["path"], error["field"], error["problem"])
+    return list(listed["names"])
+
+
 def _read_contracts(
     root: Path, services_file: Path, services: tuple[ServiceSpec, ...], config: SystemConfig
 ) -> _Contracts:
     contracts = _Contracts()
-    modules: dict[str, tuple[ModuleType, Path]] = {}
-    with _contracts_importable(root):
-        for spec in services:
-            if spec.contract_module and spec.contract_module not in modules:
-                modules[spec.contract_module] = _import_contract(root, services_file, spec)
-        for module, path in modules.values():
-            contracts.learn(module, path, config)
-        # Classes may live in a module no service names (architecture/contracts/events.py).
-        folder = root.joinpath(*CONTRACTS_PACKAGE.split("."))
-        if folder.is_dir():
-            for file in sorted(folder.glob("*.py")):
-                name = f"{CONTRACTS_PACKAGE}.{file.stem}"
-                if file.stem.startswith("_") or name in modules:
-                    continue
-                imported = sys.modules.get(name)
-                if imported is not None:
-                    contracts.learn(imported, file, config)
-        for event, cls in contracts.classes.items():
-            declared = _declared_routing_key(cls, config.routing_key_attribute)
-            if declared and event not in contracts.routing_keys:
-                contracts.routing_keys[event] = declared
-        contracts.routing_keys.update(config.routing_keys)
-
-        resolved: list[ServiceSpec] = []
-        contract_files: dict[str, Path] = {}
-        for spec in services:
-            published = [contracts.resolve_name(e) for e in spec.events_published]
-            consumed = [contracts.resolve_name(e) for e in spec.events_consumed]
-            if spec.contract_module:
-                module, path = modules[spec.contract_module]
-                contract_files[spec.name] = path
-                if not spec.events_published:
-                    published = [c.__name__ for c in _event_classes(module, path, config.published_variable)]
-                if not spec.events_consumed:
-                    consumed = [c.__name__ for c in _event_classes(module, path, config.consumed_variable)]
-            resolved.append(
-                replace(
-                    spec,
-                    events_published=tuple(dict.fromkeys(published)),
-                    events_consumed=tuple(dict.fromkeys(consumed)),
+    files: dict[str, Path] = {}
+    for spec in services:
+        if spec.contract_module and spec.contract_module not in files:
+            module_name = spec.contract_module
+            path = _contract_file(root, module_name)
+            if not path.is_file():
+                raise ConfigError(
+                    services_file,
+                    f"services.{spec.name}.contract",
+                    f"contract module {module_name} not found: expected {path}; create it or set `contract:`",
                 )
+            files[module_name] = path
+    modules: dict[str, Mapping[str, Any]] = {}
+    if files:
+        result = _import_in_child(root, files, config)
+        modules = {m["name"]: m for m in result["modules"]}
+        for module in result["modules"]:
+            contracts.learn(module)
+        for module in result["extra"]:
+            contracts.learn(module)
+    for event, (_ref, declared) in contracts.classes.items():
+        if declared and event not in contracts.routing_keys:
+            contracts.routing_keys[event] = declared
+    contracts.routing_keys.update(config.routing_keys)
+
+    resolved: list[ServiceSpec] = []
+    contract_files: dict[str, Path] = {}
+    for spec in services:
+        published = [contracts.resolve_name(e) for e in spec.events_published]
+        consumed = [contracts.resolve_name(e) for e in spec.events_consumed]
+        if spec.contract_module:
+            module = modules[spec.contract_module]
+            contract_files[spec.name] = files[spec.contract_module]
+            if not spec.events_published:
+                published = _listed(module, config.published_variable)
+            if not spec.events_consumed:
+                consumed = _listed(module, config.consumed_variable)
+        resolved.append(
+            replace(
+                spec,
+                events_published=tuple(dict.fromkeys(published)),
+                events_consumed=tuple(dict.fromkeys(consumed)),
             )
-    contracts.event_classes = {
-        name: f"{cls.__module__}:{cls.__qualname__}" for name, cls in contracts.classes.items()
-    }
+        )
+    contracts.event_classes = {name: ref for name, (ref, _declared) in contracts.classes.items()}
     contracts.routing_keys = {e: k for e, k in contracts.routing_keys.items() if k != e}
 
     publishers: dict[str, list[str]] = {}

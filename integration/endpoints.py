@@ -2,8 +2,9 @@
 
 `container_info` reads one inspection of a container (python-on-whales); `endpoints_of` turns the
 containers of a project into the `StackEndpoints` of one xdist worker (or of the serial stack), with
-the host ports the engine really bound. A service without a published port is a `MissingEndpoint`,
-which the stack reports with its containers' state.
+the host ports the engine really bound, at the host the harness reaches the engine's published ports on
+(`host`: 127.0.0.1 for a local engine, integration.engine for a remote one). A service without a
+published port is a `MissingEndpoint`, which the stack reports with its containers' state.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from python_on_whales import Container
+from python_on_whales import Container, DockerClient
 from python_on_whales.components.container.models import ContainerInspectResult
+from python_on_whales.exceptions import DockerException
 
+from .engine import engine_host
 from .model import (
     BROKER_MANAGEMENT_PORT,
     BROKER_SERVICE,
@@ -29,7 +32,10 @@ from .model import (
     worker_vhost,
 )
 
-HOST = "127.0.0.1"  # where the published ports are bound
+
+def host() -> str:
+    """Where the harness reaches published ports: the current engine's host (integration.engine)."""
+    return engine_host()
 
 
 class MissingEndpoint(Exception):
@@ -85,19 +91,53 @@ def container_info(container: Container) -> ContainerInfo:
     )
 
 
-def database_url(credentials: DatabaseCredentials, host_port: int, database: str) -> str:
-    """The host-side URL of `database` through its container's published port."""
+def published_ports(client: DockerClient) -> set[int]:
+    """Every host port the engine's containers publish or will publish (created ones too), from one
+    `docker inspect` of all of them: what a remote engine has bound, where local probes see nothing."""
+    try:
+        ids = [c.id for c in client.container.list(all=True)]
+        inspected = client.container.inspect(ids) if ids else []
+    except DockerException:
+        return set()
+    ports: set[int] = set()
+    for container in inspected:
+        try:
+            snapshot = _snapshot(container)
+        except DockerException:
+            continue  # removed meanwhile
+        sources = (
+            (snapshot.host_config.port_bindings if snapshot.host_config else None) or {},
+            (snapshot.network_settings.ports if snapshot.network_settings else None) or {},
+        )
+        for bindings in sources:
+            for entries in bindings.values():
+                for entry in entries or []:
+                    host_port = entry.get("HostPort") if isinstance(entry, dict) else entry.host_port
+                    if host_port:
+                        ports.add(int(host_port))
+    return ports
+
+
+def database_url(
+    credentials: DatabaseCredentials, host_port: int, database: str, at: str | None = None
+) -> str:
+    """The host-side URL of `database` through its container's published port (at `at`, else the
+    engine's host)."""
     user, password = quote(credentials.user, safe=""), quote(credentials.password, safe="")
-    return f"postgresql+psycopg2://{user}:{password}@{HOST}:{host_port}/{database}"
+    return f"postgresql+psycopg2://{user}:{password}@{at or host()}:{host_port}/{database}"
 
 
 def published_database_url(
-    credentials: DatabaseCredentials, by_service: Mapping[str, ContainerInfo], db_service: str, database: str
+    credentials: DatabaseCredentials,
+    by_service: Mapping[str, ContainerInfo],
+    db_service: str,
+    database: str,
+    at: str | None = None,
 ) -> str:
     db = by_service.get(db_service)
     if db is None or POSTGRES_PORT not in db.ports:
         raise MissingEndpoint(f"database {db_service} is not published")
-    return database_url(credentials, db.ports[POSTGRES_PORT], database)
+    return database_url(credentials, db.ports[POSTGRES_PORT], database, at)
 
 
 def endpoints_of(
@@ -106,8 +146,11 @@ def endpoints_of(
     infos: Sequence[ContainerInfo],
     workers: Sequence[str] = (),
     worker: str | None = None,
+    at: str | None = None,
 ) -> StackEndpoints:
-    """The endpoints of `worker`'s part of a stack (the serial stack without workers)."""
+    """The endpoints of `worker`'s part of a stack (the serial stack without workers), reached at `at`
+    (default: the engine's host, `host()`)."""
+    at = at or host()
     by_service = {i.service: i for i in infos}
     suffix = copy_suffix(workers, worker)
     services: dict[str, ServiceEndpoint] = {}
@@ -119,17 +162,17 @@ def endpoints_of(
         url = None
         if spec.database:
             database = worker_database(spec.database, suffix)
-            url = published_database_url(system.credentials, by_service, spec.db_service, database)
+            url = published_database_url(system.credentials, by_service, spec.db_service, database, at)
         services[spec.name] = ServiceEndpoint(
             name=spec.name,
-            url=f"http://{HOST}:{info.ports[spec.port]}",
+            url=f"http://{at}:{info.ports[spec.port]}",
             database_url=url,
             container=info.name,
         )
     broker_url = None
     broker = by_service.get(BROKER_SERVICE)
     if broker is not None and BROKER_MANAGEMENT_PORT in broker.ports:
-        broker_url = f"http://{HOST}:{broker.ports[BROKER_MANAGEMENT_PORT]}"
+        broker_url = f"http://{at}:{broker.ports[BROKER_MANAGEMENT_PORT]}"
     return StackEndpoints(
         project=project,
         services=services,

@@ -195,6 +195,9 @@ def window_of_test(setup_started: datetime, ended: datetime, stack_ready: dateti
 class LogLine:
     at: datetime  # the engine's timestamp, UTC
     text: str
+    # why: podman's Docker-compatible API gives `docker logs --timestamps` in whole seconds
+    # (`2026-12-01T23:45:19Z`), so a line's instant is anywhere in the second after `at`.
+    whole_second: bool = False
 
 
 def parse_log_lines(text: str) -> list[LogLine]:
@@ -211,13 +214,18 @@ def parse_log_lines(text: str) -> list[LogLine]:
                 lines.append(LogLine(last, raw.rstrip()))
             continue
         last = at
-        lines.append(LogLine(at, message.rstrip()))
+        lines.append(LogLine(at, message.rstrip(), whole_second="." not in head))
     lines.sort(key=lambda line: line.at)  # stable: lines of one instant keep their order
     return lines
 
 
 def lines_in_window(lines: Iterable[LogLine], window: Window) -> list[LogLine]:
-    return [line for line in lines if line.at in window]
+    return [line for line in lines if line.at in window or _second_overlaps(line, window)]
+
+
+def _second_overlaps(line: LogLine, window: Window) -> bool:
+    # A whole-second stamp (podman) is in the window when some instant of its second is.
+    return line.whole_second and window.start < line.at + timedelta(seconds=1) and line.at <= window.end
 
 
 def _worker_note(worker: str | None) -> str:

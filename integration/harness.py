@@ -15,7 +15,9 @@ What the base does with the running stack:
   raises (404 -> KeyError, 400/409/422 -> ValueError with the server's message), everything else
   HarnessError. Redirects are not followed, so a test can read a 307's Location.
 - Databases (one NullPool engine per service database, made on first use): `reset()` empties every
-  table with DELETE in the order of the foreign keys, then purges the broker's queues.
+  table with DELETE in the order of the foreign keys, each database in a session the harness keeps for
+  its resets (integration.database.HeldConnection), and purges the broker's queues: all at once, one
+  thread per database and one for the broker, so a reset costs its slowest part, not their sum.
 - Events (docs/conventions.md, "Event tables"): `get_published_events()` reads the publishers'
   `outbox_events`; `wait_for_events_processed()` waits until every outbox row is published and every
   consumer's `processed_events` holds the events routed to it.
@@ -48,6 +50,7 @@ from integration.database import (
     DEFAULT_LOCK_TIMEOUT,
     DEFAULT_RESET_ATTEMPTS,
     EventTables,
+    HeldConnection,
     OutboxRow,
     ResetStats,
     make_engine,
@@ -178,6 +181,19 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
+class ResetError(HarnessError):
+    """A reset left something unemptied. `failures`: the service (or "broker") -> its error; the
+    message names each, a database by its URL without the password."""
+
+    def __init__(self, failures: Mapping[str, BaseException]) -> None:
+        self.failures = dict(failures)
+        parts = [
+            f"{name}: {exc}" if name == "broker" else f"service {name}'s database: {exc}"
+            for name, exc in sorted(self.failures.items())
+        ]
+        super().__init__("reset failed: " + "; ".join(parts))
+
+
 # --- the harness -----------------------------------------------------------------------------------------
 
 
@@ -219,6 +235,7 @@ class RealServiceHarness:
         self.timeout = timeout
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
         self._engines: dict[str, Engine] = {}
+        self._held: dict[str, HeldConnection] = {}  # service -> the session its resets run in
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self.broker: BrokerAdmin | None = None
@@ -258,6 +275,9 @@ class RealServiceHarness:
                 self.broker.close()
             self._client.close()
         finally:
+            held, self._held = list(self._held.values()), {}
+            for connection in held:
+                connection.close()
             engines, self._engines = list(self._engines.values()), {}
             for engine in engines:
                 engine.dispose()
@@ -330,8 +350,9 @@ class RealServiceHarness:
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            # One thread per database, and one more for the broker call a reset makes meanwhile.
-            workers = min(8, len(self.database_services()) + 1)
+            # One thread per database, and one more for the broker call a reset makes meanwhile: a reset
+            # never queues one database behind another.
+            workers = len(self.database_services()) + 1
             self._executor = ThreadPoolExecutor(max_workers=max(2, workers), thread_name_prefix="harness")
         return self._executor
 
@@ -480,25 +501,52 @@ class RealServiceHarness:
     # --- reset ---
 
     def _reset_one(self, service: str) -> ResetStats:
+        engine = self.engine(service)
+        held = self._held.get(service)
+        if held is None:
+            held = self._held[service] = HeldConnection(engine)
         return reset_database(
-            self.engine(service),
+            engine,
             exclude=self.reset_exclude,
             lock_timeout=self.reset_lock_timeout,
             attempts=self.reset_attempts,
+            connection=held,
         )
 
+    def _purge_queues(self) -> list[str]:
+        assert self.broker is not None
+        # The consumers' queues are purged at once, beside the listing of the vhost's queues; only the
+        # queues the listing adds cost a second round trip (BrokerAdmin.purge_all).
+        known = set(self.endpoints.queues.values()) | {self._queue_name(s) for s in self.consumed}
+        return self.broker.purge_all(known=sorted(known))
+
     def reset_sync(self) -> list[ResetStats]:
-        """Empty every service database (DELETE, foreign-key order cached per database), then purge the
-        broker's queues. Returns what each database reset did (also kept in `last_reset`)."""
+        """Empty every service database (DELETE, foreign-key order cached per database) and purge the
+        broker's queues, all at once. Returns what each database reset did (also kept in `last_reset`).
+
+        Every part runs to its end even when another fails; then ResetError names each part that failed
+        (the service and its database, or the broker) and why."""
         self._check_open()
-        # The queues are purged while the databases are emptied: a reset costs the slowest of them.
-        purge = self._pool().submit(self.broker.purge_all) if self.broker is not None else None
-        try:
-            self.last_reset = self._map(self._reset_one, self.database_services())
-        finally:
-            if purge is not None:
+        services = self.database_services()
+        pool = self._pool()
+        jobs = {service: pool.submit(self._reset_one, service) for service in services}
+        purge = pool.submit(self._purge_queues) if self.broker is not None else None
+        failures: dict[str, BaseException] = {}
+        stats: list[ResetStats] = []
+        for service, job in jobs.items():
+            try:
+                stats.append(job.result())
+            except Exception as exc:
+                failures[service] = exc
+        if purge is not None:
+            try:
                 purge.result()
-        return self.last_reset
+            except Exception as exc:
+                failures["broker"] = exc
+        if failures:
+            raise ResetError(failures)
+        self.last_reset = stats
+        return stats
 
     async def reset(self) -> None:
         """`reset_sync()` for async tests; it takes milliseconds, so it runs in the event loop's thread."""

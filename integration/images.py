@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
@@ -28,7 +29,16 @@ from .baseimages import FromImages
 from .buildinputs import BuildInputs, changed_paths, compute_build_inputs
 from .dockerfile import read as read_dockerfile
 from .errors import BuildError, ConfigError, StaleImageError
-from .model import LABEL_INPUTS_HASH, LABEL_SERVICE, LABEL_SYSTEM, BaseImages, ServiceSpec, SystemSpec
+from .model import (
+    LABEL_INPUTS_HASH,
+    LABEL_ROOT,
+    LABEL_SERVICE,
+    LABEL_SYSTEM,
+    BaseImages,
+    ServiceSpec,
+    SystemSpec,
+)
+from .podman import classic_build, is_podman
 from .substitution import Substitution, plan, rewrite, rewritten_dockerfile
 
 LABEL_INPUTS_MANIFEST = "io.integration.inputs-manifest"
@@ -145,6 +155,8 @@ def require_fresh(
 
 # A Dockerfile step in BuildKit's plain progress: "#7 [2/6] RUN pip install ..." (not "[internal]").
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?\d+/\d+\] (.*)$")
+# The same in the output of podman's classic builder: "STEP 2/6: RUN pip install ...".
+_PODMAN_STEP = re.compile(r"^STEP \d+/\d+: (?!LABEL )(.*)$")  # the labels podman appends are ours
 
 
 def _build_one(
@@ -181,24 +193,37 @@ def _run_build(
         LABEL_INPUTS_MANIFEST: inputs.manifest(),
         LABEL_SERVICE: service.name,
         LABEL_SYSTEM: system.name,
+        LABEL_ROOT: str(system.root.resolve()),
     }
     try:
-        stream = client.build(
-            system.root,
-            file=dockerfile,
-            tags=[service.image],
-            labels=labels,
-            build_args=build_args,
-            load=True,
-            progress="plain",
-            stream_logs=True,
-        )
-        assert isinstance(stream, Iterator)  # stream_logs=True: the build's output lines, not an Image
+        if is_podman(client):
+            # why: podman serves no BuildKit, so buildx cannot build there; the classic builder can.
+            stream: Iterator[str] = classic_build(
+                client,
+                system.root,
+                file=dockerfile,
+                tags=[service.image],
+                labels=labels,
+                build_args=build_args,
+            )
+        else:
+            built = client.build(
+                system.root,
+                file=dockerfile,
+                tags=[service.image],
+                labels=labels,
+                build_args=build_args,
+                load=True,
+                progress="plain",
+                stream_logs=True,
+            )
+            assert isinstance(built, Iterator)  # stream_logs=True: the build's output lines, not an Image
+            stream = built
         seen_steps: set[str] = set()
         for line in stream:
             line = line.rstrip()
             tail.append(line)
-            step = _STEP.match(line)
+            step = _STEP.match(line) or _PODMAN_STEP.match(line)
             if step and step.group(1) not in seen_steps:
                 seen_steps.add(step.group(1))
                 with lock:
@@ -320,3 +345,40 @@ def _remove_if_dangling(image_id: str, client: DockerClient) -> None:
 
 def _as_fresh(state: ImageState) -> ImageState:
     return replace(state, action="fresh")
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """One of the toolkit's service images whose checkout root no longer exists."""
+
+    image_id: str
+    tags: tuple[str, ...]
+    root: str
+    removed: bool
+    reason: str = ""  # why it was not removed (a container uses it)
+
+
+def remove_orphaned_images(system: str | None = None, client: DockerClient = docker) -> list[Orphan]:
+    """Remove the toolkit's service images built from a checkout that is gone (`python -m integration
+    clean`). Only images with the toolkit's labels (its inputs hash and the checkout root) are looked
+    at, and only those whose root folder no longer exists are removed: another checkout's images, and
+    every image the toolkit did not build, stay. An image a container still uses is reported, not
+    forced. `system`: only the images of the system of that name."""
+    wanted = [LABEL_INPUTS_HASH, LABEL_ROOT] + ([f"{LABEL_SYSTEM}={system}"] if system is not None else [])
+    filters: list[tuple[Literal["label"], str]] = [("label", label) for label in wanted]
+    orphans = []
+    for image in client.image.list(filters=filters):
+        labels = (image.config.labels if image.config else None) or {}
+        root = labels.get(LABEL_ROOT, "")
+        if not root or not Path(root).is_absolute() or Path(root).exists():
+            continue
+        tags = tuple(image.repo_tags or ())
+        try:
+            # By tag, not by id with force: removing the last tag removes the image, and an image in use
+            # by a container is refused by the engine instead of being untagged under it.
+            client.image.remove(list(tags) or image.id)
+            orphans.append(Orphan(image.id, tags, root, True))
+        except DockerException as exc:
+            said = (exc.stderr or "").strip().splitlines()
+            orphans.append(Orphan(image.id, tags, root, False, said[-1] if said else "docker refused"))
+    return orphans

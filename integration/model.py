@@ -5,6 +5,7 @@ Pure data: nothing here reads files or talks to Docker.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -46,6 +47,22 @@ LABEL_INPUTS_HASH = "io.integration.inputs-hash"
 LABEL_SERVICE = "io.integration.service"
 LABEL_SYSTEM = "io.integration.system"
 LABEL_WORKER = "io.integration.worker"
+# The resolved checkout root a service image was built from: `python -m integration clean` removes the
+# toolkit's images whose checkout is gone, and only those.
+LABEL_ROOT = "io.integration.root"
+
+
+def checkout_id(root: Path) -> str:
+    """A short id of a checkout: the hash of its resolved root folder. Its first 8 characters are those
+    of the checkout's compose project names (`settings.project_name`)."""
+    return hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
+
+
+def default_image(system: str, service: str, root: Path) -> str:
+    """The tag a service image gets when neither services.yml nor the config names one:
+    `<system>-<service>:<checkout id>`. Two checkouts (clones, worktrees) of one repository, and two
+    systems with a service of the same name, then never build over each other's images."""
+    return f"{system}-{service}:{checkout_id(root)}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +153,7 @@ class ServiceSpec:
     events_published: tuple[str, ...] = ()
     events_consumed: tuple[str, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
-    image: str = ""  # tag of the built image, e.g. links:test
+    image: str = ""  # tag of the built image, by default `model.default_image` (shortener-links:1a2b3c4d5e6f)
     calls: tuple[str, ...] = ()  # the services this one calls over HTTP: depends_on and their URLs
     queue_name: str | None = None  # the broker queue it consumes from; None: `<name>.events`
     wiring: Wiring = Wiring()
@@ -229,6 +246,7 @@ class PortPlan:
     """Host ports chosen for one stack, keyed by compose service name then container port."""
 
     ports: Mapping[str, Mapping[int, int]]
+    bind_address: str = "127.0.0.1"  # the engine host's address they are published on (integration.engine)
 
     def host_port(self, compose_service: str, container_port: int) -> int:
         return self.ports[compose_service][container_port]

@@ -136,9 +136,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         )
 
 
-def _mode_on(config: pytest.Config) -> bool:
+def mode_on(config: pytest.Config) -> bool:
     """Whether this session runs against the real services: `--integration` (the plugin's, or the
-    repository's own), or the option that `mode_option` in [tool.integration] names."""
+    repository's own), or the option that `mode_option` in [tool.integration] names. Public: the shard
+    plugin asks it too."""
     cached = config.stash.get(_MODE, None)
     if cached is not None:
         return cached
@@ -180,11 +181,11 @@ def _exit(config: pytest.Config, exc: IntegrationError) -> NoReturn:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration_only: run only with --integration")
     config.addinivalue_line("markers", "mock_only: run only without --integration")
-    if not _mode_on(config):
+    if not mode_on(config):
         return
     try:
         config.stash[_TIMEOUT] = _health_timeout(config)
-        system = _system_for(config)
+        system = system_for(config)
     except IntegrationError as exc:
         raise pytest.UsageError(str(exc)) from exc
     from .failure_report import register
@@ -202,12 +203,17 @@ def pytest_configure(config: pytest.Config) -> None:
     for warning in system.warnings:
         _live_reporter(config)(f"warning: {warning}")
     started = time.monotonic()
-    try:
-        from .images import require_fresh
+    handoff = _run_handoff(config)
+    if handoff is not None and handoff.system is system:
+        # `python -m integration run` built and verified these images a moment ago, in this process.
+        config.stash[_VERIFIED_IMAGES] = dict(handoff.image_ids)
+    else:
+        try:
+            from .images import require_fresh
 
-        config.stash[_VERIFIED_IMAGES] = require_fresh(system)
-    except IntegrationError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+            config.stash[_VERIFIED_IMAGES] = require_fresh(system)
+        except IntegrationError as exc:
+            raise pytest.UsageError(str(exc)) from exc
     config.stash[_PHASES] = {"freshness check": time.monotonic() - started}
     workers = _planned_workers(config)
     if workers and config.getini("integration_xdist") != "per-worker":
@@ -253,7 +259,7 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    integration = _mode_on(config)
+    integration = mode_on(config)
     for item in items:
         if integration and item.get_closest_marker("mock_only"):
             item.add_marker(pytest.mark.skip(reason="mock_only test; running with --integration"))
@@ -289,7 +295,12 @@ def _health_timeout(config: pytest.Config) -> float:
     return DEFAULT_HEALTH_TIMEOUT if configured is None else configured
 
 
-def _system_for(config: pytest.Config) -> SystemSpec:
+def system_for(config: pytest.Config) -> SystemSpec:
+    """The system under test, loaded once per session (kept in the config's stash; the shard plugin
+    reads it from here too)."""
+    handoff = _run_handoff(config)
+    if _SYSTEM not in config.stash and handoff is not None and handoff.root == _root_for(config).resolve():
+        config.stash[_SYSTEM] = handoff.system  # discovered by `python -m integration run` already
     if _SYSTEM not in config.stash:
         from .baseimages import locally_available
         from .discovery import load_system
@@ -297,6 +308,27 @@ def _system_for(config: pytest.Config) -> SystemSpec:
         system = load_system(_root_for(config), config=_config_of(config))
         config.stash[_SYSTEM] = system.with_base_images(locally_available(system.base_images))
     return config.stash[_SYSTEM]
+
+
+class RunHandoff:
+    """What `python -m integration run` hands the plugin when it runs pytest in its own process
+    (`pytest.main(..., plugins=[RunHandoff(...)])`): the system it discovered, with the base images its
+    build step used, and the image ids that build step verified fresh. The plugin then neither discovers
+    nor checks again; a session whose root is another system's ignores it."""
+
+    NAME = "integration-run-handoff"
+
+    def __init__(self, system: SystemSpec, image_ids: dict[str, str]) -> None:
+        self.system = system
+        self.root = system.root.resolve()
+        self.image_ids = dict(image_ids)  # no hooks: the plugin finds it by type (`_run_handoff`)
+
+
+def _run_handoff(config: pytest.Config) -> RunHandoff | None:
+    for plugin in config.pluginmanager.get_plugins():
+        if isinstance(plugin, RunHandoff):
+            return plugin
+    return None
 
 
 def _worker(config: pytest.Config) -> str | None:
@@ -321,11 +353,11 @@ def _live_reporter(config: pytest.Config) -> Callable[[str], None]:
 
 def _write(terminal: Any, line: str) -> None:
     if terminal is not None:
-        # After xdist's row of progress dots start a line of our own (write_line does so only after a
-        # test file's row).
-        writer = getattr(terminal, "_tw", None)
-        width = getattr(writer, "width_of_current_line", 0)
-        if writer is not None and width and not getattr(terminal, "currentfspath", None):
+        # After xdist's row of progress dots start a line of our own: write_line (ensure_newline) ends
+        # only a test file's row, so the writer (Config.get_terminal_writer, pytest's public way to it)
+        # is asked whether its current line holds anything.
+        writer = terminal.config.get_terminal_writer()
+        if writer.width_of_current_line and not terminal.currentfspath:
             writer.line()
         terminal.write_line(f"[integration] {line}")
     else:
@@ -336,7 +368,7 @@ def _write(terminal: Any, line: str) -> None:
 def integration_system(pytestconfig: pytest.Config) -> SystemSpec:
     """The system under test, as discovered from its services.yml and contracts."""
     try:
-        return _system_for(pytestconfig)
+        return system_for(pytestconfig)
     except IntegrationError as exc:
         _exit(pytestconfig, exc)
 
@@ -357,7 +389,7 @@ def docker_compose_services(
     pytestconfig: pytest.Config, integration_system: SystemSpec, docker_compose_project_name: str
 ) -> Iterator[StackEndpoints]:
     """The running stack for the whole session: down, up --wait, health, and down again at the end."""
-    if not _mode_on(pytestconfig):
+    if not mode_on(pytestconfig):
         pytest.skip("the real stack runs only with --integration")
     pytestconfig.stash[_STACK_USED] = True
     worker = _worker(pytestconfig)
@@ -381,6 +413,11 @@ def docker_compose_services(
         _exit(pytestconfig, exc)
     run = _run_settings(pytestconfig)
     reuse = run.reuse
+    if reuse:
+        # A reused stack is up in a second, most of it waiting for the engine; meanwhile another thread
+        # imports what the first test's harness and reset need (httpx, SQLAlchemy and its PostgreSQL
+        # driver), instead of the first test doing it.
+        threading.Thread(target=_import_harness, name="integration-imports", daemon=True).start()
     from .stack import Stack
 
     stack = Stack.open(
@@ -393,7 +430,10 @@ def docker_compose_services(
     )
     started = time.monotonic()
     try:
-        stack.__enter__()
+        if reuse:
+            _enter_reusing(stack)
+        else:
+            stack.__enter__()
     except IntegrationError as exc:
         _exit(pytestconfig, exc)
     phases = pytestconfig.stash.setdefault(_PHASES, {})
@@ -413,6 +453,26 @@ def docker_compose_services(
         started = time.monotonic()
         stack.__exit__(None, None, None)
         phases["stack down"] = time.monotonic() - started
+
+
+def _import_harness() -> None:
+    with contextlib.suppress(Exception):  # only a head start: the harness imports them anyway
+        import sqlalchemy.dialects.postgresql.psycopg2  # noqa: F401
+
+        from . import harness  # noqa: F401
+
+
+def _enter_reusing(stack: Stack) -> None:
+    """Reuse mode's start: `up` (which reuses what it can) and `down` when it fails, as `Stack.__enter__`
+    does, without the reaper. Reuse mode leaves the stack running on purpose, so the stack of a run that
+    is killed is the next run's to reuse or recreate (its state file, written only for a healthy stack,
+    says which), not the reaper's to remove; and starting the reaper (a container, and the handshake with
+    it) was most of a warm run's start."""
+    try:
+        stack.up()
+    except BaseException:
+        stack.down()
+        raise
 
 
 def _run_settings(config: pytest.Config) -> Any:
@@ -515,7 +575,7 @@ def test_harness(request: pytest.FixtureRequest) -> Any:
     a plugin's); with --integration the plugin then checks that it gives the real harness
     (`pytest_fixture_setup` below), so a mock can never pass for the real services.
     """
-    if _mode_on(request.config):
+    if mode_on(request.config):
         return request.getfixturevalue("integration_test_harness")
     mock = _config_of(request.config).mock_fixture
     try:
@@ -561,7 +621,7 @@ def real_harness_class(pytestconfig: pytest.Config) -> type:
 def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
     harness = yield
     config = request.config
-    if not _mode_on(config) or fixturedef.argname != _harness_fixture_name(config):
+    if not mode_on(config) or fixturedef.argname != _harness_fixture_name(config):
         return harness
     from .harness import RealServiceHarness
 

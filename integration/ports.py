@@ -1,4 +1,5 @@
-"""The host port plan: which 127.0.0.1 port each container port of a stack is published on.
+"""The host port plan: which host port each container port of a stack is published on (on 127.0.0.1 for
+a local engine, on the chosen bind address of a remote one: integration.engine).
 
 The default block starts at `DEFAULT_BASE` = 47100. It is chosen to stay clear of what developers
 commonly run locally: PostgreSQL 5432, RabbitMQ 5672/15672, web frameworks and dev servers on 3000,
@@ -20,13 +21,19 @@ reports free, never one already in the plan and never another entry's preferred 
 the same host port twice.
 
 `port_is_free` and `describe_port_owner` look at the local machine; `plan_ports` takes the check as an
-argument so it can be tested without sockets.
+argument so it can be tested without sockets. On a remote engine (integration.engine) local probes say
+nothing about the engine's host: `engine_port_check` answers from the ports the engine's containers
+have bound (integration.endpoints.published_ports) and from a connect to the port on the engine's host
+(a listener of any other process there answers it), and `unclaimed_port` supplies fallbacks from the
+ephemeral range instead of this machine's free ports. A port lost anyway (a listener that appeared
+after planning) fails `compose up`, and the stack plans again (integration.stack).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import random
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -51,6 +58,8 @@ FALLBACK_ATTEMPTS = 200
 
 LOCALHOST = "127.0.0.1"
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+EPHEMERAL = (32768, 60999)  # Linux's default ip_local_port_range: where remote fallbacks are drawn from
+CONNECT_PROBE_TIMEOUT = 0.3  # seconds: a closed port on a reachable host answers at once with a reset
 
 
 def port_is_free(port: int) -> bool:
@@ -75,6 +84,42 @@ def ephemeral_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
+
+
+def port_answers(host: str, port: int, timeout: float = CONNECT_PROBE_TIMEOUT) -> bool:
+    """True when something accepts a TCP connection on `host`:`port` (a timeout counts as no)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def engine_port_check(
+    claimed: set[int], host: str, answers: Callable[[str, int], bool] = port_answers
+) -> Callable[[int], bool]:
+    """`is_free` for a remote engine: not bound by one of its containers (`claimed`) and not answering on
+    the engine's host (another process listens there)."""
+
+    def is_free(port: int) -> bool:
+        return port not in claimed and not answers(host, port)
+
+    return is_free
+
+
+def unclaimed_port(claimed: set[int], rng: random.Random | None = None) -> Callable[[], int]:
+    """`free_port` for a remote engine: a random port of the ephemeral range that no container of the
+    engine has bound (plan_ports also skips ports already in the plan)."""
+    pick = rng or random.Random()
+
+    def free_port() -> int:
+        for _ in range(FALLBACK_ATTEMPTS):
+            port = pick.randint(*EPHEMERAL)
+            if port not in claimed:
+                return port
+        raise StackError(f"every port tried of {EPHEMERAL[0]}..{EPHEMERAL[1]} is bound on the engine's host")
+
+    return free_port
 
 
 def _preferred_ports(
@@ -111,13 +156,15 @@ def plan_ports(
     *,
     free_port: Callable[[], int] = ephemeral_port,
     workers: Sequence[str] = (),
+    bind_address: str = LOCALHOST,
 ) -> PortPlan:
     """Host ports for every published container port of `system`'s stack.
 
     Keys: compose service name (`<name>`, `<name>-db`, `broker`), then container port (the service's
     port, 5432, 15672, 5672); a shared stack (`workers`, e.g. ("gw0", "gw1")) adds each service once
     more per worker after the first, `<name>-<worker>`. `is_free` decides whether a preferred port can be
-    used; `free_port` supplies fallbacks (both replaceable in tests).
+    used; `free_port` supplies fallbacks (both replaceable in tests). `bind_address` is the engine host's
+    address the ports are published on (integration.engine.current_engine().bind_address).
     """
     if not 1024 <= base <= 65535 - BROKER_AMQP_OFFSET:
         raise ValueError(
@@ -133,7 +180,7 @@ def plan_ports(
             port = _fallback(used | preferred, free_port, f"{compose_service}:{container_port}")
         used.add(port)
         plan.setdefault(compose_service, {})[container_port] = port
-    return PortPlan(ports=plan)
+    return PortPlan(ports=plan, bind_address=bind_address)
 
 
 def _fallback(avoid: set[int], free_port: Callable[[], int], what: str) -> int:
@@ -143,7 +190,7 @@ def _fallback(avoid: set[int], free_port: Callable[[], int], what: str) -> int:
             return port
     raise StackError(
         f"could not find a free host port for {what} after {FALLBACK_ATTEMPTS} tries; "
-        "free some ports on 127.0.0.1 or stop other stacks"
+        "free some ports on the engine's host or stop other stacks"
     )
 
 

@@ -49,6 +49,7 @@ from .baseimages import (
 )
 from .errors import EngineError
 from .model import LABEL_SERVICE, OFFLINE_PYTHON_IMAGE
+from .podman import classic_build_quietly, is_podman
 
 log = logging.getLogger("integration.reaper")
 
@@ -124,14 +125,24 @@ def reaper_image(client: DockerClient) -> str:
         base = _python_base(client)
         log.info("building the reaper image %s on %s", REAPER_IMAGE, base)
         try:
-            client.build(
-                RECIPE,
-                tags=[REAPER_IMAGE],
-                labels={LABEL_RECIPE_HASH: wanted},
-                build_args={"BASE_IMAGE": base},
-                load=True,
-                progress=False,
-            )
+            if is_podman(client):
+                # why: podman serves no BuildKit, so buildx cannot build there; the classic builder can.
+                classic_build_quietly(
+                    client,
+                    RECIPE,
+                    tags=[REAPER_IMAGE],
+                    labels={LABEL_RECIPE_HASH: wanted},
+                    build_args={"BASE_IMAGE": base},
+                )
+            else:
+                client.build(
+                    RECIPE,
+                    tags=[REAPER_IMAGE],
+                    labels={LABEL_RECIPE_HASH: wanted},
+                    build_args={"BASE_IMAGE": base},
+                    load=True,
+                    progress=False,
+                )
         except DockerException as exc:
             tail = "\n".join((exc.stderr or str(exc)).strip().splitlines()[-15:])
             message = f"building the reaper image {REAPER_IMAGE} from {RECIPE} failed:\n{tail}"

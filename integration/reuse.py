@@ -97,9 +97,12 @@ def reuse_blockers(
     infos: Sequence[ContainerInfo],
     expected_images: Mapping[str, str],
     service_of: Mapping[str, str],
+    base_image_ids: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Compose service -> why its container cannot be reused as it is (empty: reuse everything).
-    `service_of` maps a compose service to its service in services.yml (`links-gw1` -> `links`)."""
+    `service_of` maps a compose service to its service in services.yml (`links-gw1` -> `links`);
+    `base_image_ids` maps the broker's and the databases' compose services to the id their image's tag
+    names now (a stand-in rebuilt on a new base keeps its tag and gets a new id)."""
     recorded_file = on_disk if on_disk and sha256(on_disk) == state.compose_sha256 else None
     wanted = compose_services(text)
     # The same file: the same entries, without reading YAML (the reuse check's slowest step).
@@ -108,7 +111,7 @@ def reuse_blockers(
     reasons: dict[str, str] = {}
     for name, config in wanted.items():
         info = by_service.get(name)
-        expected = expected_images.get(service_of.get(name, ""))
+        expected = expected_images.get(service_of.get(name, "")) or (base_image_ids or {}).get(name)
         if recorded.get(name) != config:
             reasons[name] = "its compose entry changed" if name in recorded else "it is new"
         elif info is None:

@@ -140,6 +140,46 @@ def integration(session: nox.Session, postgres: str | None = None, example: str 
     session.run("python", "-m", "pytest", tests, mode_option, "-p", "no:cacheprovider", *args, env=env)
 
 
+# The socket scripts/install-podman.sh starts Podman's Docker-compatible API service on.
+PODMAN_HOST = "unix:///run/podman/podman.sock"
+
+
+def podman_answers(host: str = PODMAN_HOST) -> bool:
+    """Whether Podman (not a Docker engine) answers the docker CLI on `host`."""
+    try:
+        result = subprocess.run(
+            ["docker", "version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            env={**os.environ, "DOCKER_HOST": host},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Podman Engine" in result.stdout
+
+
+def integration_podman(session: nox.Session) -> None:
+    """The main job on Podman: the docker CLI and compose plugin pointed at Podman's API socket. Its
+    compose files and run folders go to compose/podman, apart from the Docker engine's."""
+    if not podman_answers():
+        session.error(
+            f"Podman does not answer on {PODMAN_HOST}: run `bash scripts/install-podman.sh` first "
+            "(it installs Podman and starts its Docker-compatible API service)"
+        )
+    session.env["DOCKER_HOST"] = PODMAN_HOST
+    # `integration` takes the compose folder from this process's environment; set for this session only
+    # (nox runs the sessions named after it in the same process).
+    before = os.environ.get("INTEGRATION_COMPOSE_DIR")
+    os.environ["INTEGRATION_COMPOSE_DIR"] = before or str(COMPOSE_DIR / "podman")
+    try:
+        integration(session)
+    finally:
+        if before is None:
+            os.environ.pop("INTEGRATION_COMPOSE_DIR", None)
+
+
 def mock_tests(session: nox.Session) -> None:
     """The use-case tests against the mocks: $INTEGRATION_ROOT's, else every bundled example's."""
     _install(session)

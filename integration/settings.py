@@ -20,6 +20,10 @@ Two kinds of setting:
       base images     $INTEGRATION_{POSTGRES,BROKER,PYTHON}_IMAGE, the registry names
       input size      $INTEGRATION_MAX_INPUT_BYTES (largest file an image may copy), 1 GiB
       reaper          $INTEGRATION_REAPER=0 turns it off
+      engine          $DOCKER_HOST, $DOCKER_CONTEXT, `docker context use`, the local socket
+                      (integration.engine)
+      bind address    $INTEGRATION_BIND_ADDRESS; 127.0.0.1 for a local engine, none for a remote one
+                      (the user must choose: integration.engine)
 
 Nothing here talks to Docker; reading the config file is `configfile`'s job.
 """
@@ -53,6 +57,7 @@ COMPOSE_DIR_ENV = "INTEGRATION_COMPOSE_DIR"
 PROJECT_ENV = "INTEGRATION_PROJECT"
 REUSE_ENV = "INTEGRATION_REUSE"
 PORT_BASE_ENV = "INTEGRATION_PORT_BASE"
+BIND_ADDRESS_ENV = "INTEGRATION_BIND_ADDRESS"  # where published ports bind (integration.engine)
 SERVICES_FILE = Path("architecture") / "services.yml"
 MIN_HEALTH_TIMEOUT = 1.0
 MAX_HEALTH_TIMEOUT = 3600.0

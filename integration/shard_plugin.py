@@ -118,10 +118,10 @@ def _give_the_shard_its_own_stack(config: pytest.Config, shard: Shard) -> None:
     from .settings import PORT_BASE_ENV, PROJECT_ENV, default_port_base, project_name
 
     try:
-        if not toolkit._mode_on(config):
+        if not toolkit.mode_on(config):
             return
         # The system as the toolkit's plugin loads it (kept in the config's stash: loaded once).
-        system = toolkit._system_for(config)
+        system = toolkit.system_for(config)
         project = shard_project(os.environ.get(PROJECT_ENV) or project_name(system), shard)
         base = shard_port_base(default_port_base(), shard)
     except (IntegrationError, pytest.UsageError):

@@ -1,4 +1,7 @@
-"""The stack's lifecycle, through python-on-whales only: down, up, health waits, teardown.
+"""The stack's lifecycle, through python-on-whales only: down, up, teardown, reuse.
+
+The start itself (every container created at once, each started as soon as what it needs answers the
+host, images checked before anything starts) is integration.startup's.
 
 `Stack` is a context manager that owns every container, network and volume of one compose project:
 whatever happens inside the `with` (a failed `up`, a failing test, Ctrl-C), leaving it runs `down`.
@@ -20,10 +23,8 @@ from __future__ import annotations
 
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from python_on_whales import DockerClient
@@ -32,16 +33,18 @@ from python_on_whales.exceptions import DockerException
 from .compose import dump_compose, render_compose, write_atomically
 from .diagnostics import logs_tail, port_race_headline, port_taken, save_run_folder
 from .endpoints import (
-    HOST,
     ContainerInfo,
     MissingEndpoint,
     container_info,
     endpoints_of,
     published_database_url,
+    published_ports,
 )
+from .engine import current_engine
 from .errors import EngineError, StackError
-from .health import HealthTimeout, collapse_repeats, likely_cause, wait_for_service_health
+from .health import wait_for_service_health as wait_for_service_health
 from .model import (
+    BROKER_SERVICE,
     DEFAULT_HEALTH_TIMEOUT,
     LABEL_SYSTEM,
     PortPlan,
@@ -50,7 +53,7 @@ from .model import (
     copy_suffix,
     for_worker,
 )
-from .ports import plan_ports, port_is_free
+from .ports import engine_port_check, ephemeral_port, plan_ports, port_is_free, unclaimed_port
 from .reaper import Reaper, reaper_enabled, start_reaper
 from .reuse import ReuseState, reuse_blockers, sha256
 from .settings import COMPOSE_DIR_ENV as COMPOSE_DIR_ENV
@@ -62,13 +65,13 @@ from .settings import default_compose_dir as default_compose_dir
 from .settings import default_port_base as default_port_base
 from .settings import project_name as project_name
 from .settings import reuse_from_env as reuse_from_env
-from .workers import WorkerSetupError, prepare_workers
+from .startup import HEALTH_LOG_LINES as HEALTH_LOG_LINES
+from .startup import HEALTH_POLL_INTERVAL as HEALTH_POLL_INTERVAL
+from .startup import Startup, verify_service_images, wait_for_services
 
 Reporter = Callable[[str], None]
 
 MIN_COMPOSE_VERSION = (2, 20)
-HEALTH_POLL_INTERVAL = 0.05  # seconds between two health requests of one service while the stack starts
-HEALTH_LOG_LINES = 20  # a health failure's message shows this many of the container's last log lines
 LOG_TAIL_LINES = 50
 STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
 PROJECT_LABEL = "com.docker.compose.project"
@@ -214,9 +217,12 @@ class Stack:
         machine) without tearing it down: integration.reaper."""
         if self.reaper is not None or not reaper_enabled():
             return
+        # 127.0.0.1, or an address of a remote engine's host; outside the `try`: a remote engine without
+        # a bind address stops the run here, with the one message that says how to choose it.
+        host = current_engine().reaper_host()
         try:
             self.reaper = start_reaper(
-                self.project, client=self.client, labels={LABEL_SYSTEM: self.system.name}
+                self.project, client=self.client, labels={LABEL_SYSTEM: self.system.name}, host=host
             )
             self.timings["reaper"] = self.reaper.start_seconds
         except (EngineError, ValueError) as exc:  # a safety net: a run without one still runs
@@ -244,26 +250,40 @@ class Stack:
         return dump_compose(render_compose(self.system, self.ports, workers=self.workers))
 
     def _plan(self, keep: Mapping[str, Mapping[int, int]] | None) -> PortPlan:
+        engine = current_engine()  # where the ports are published (EngineError: remote, no bind address)
+        free_port = ephemeral_port
         if self.is_port_free is not None:
             is_free = self.is_port_free
+        elif not engine.local:
+            # Local probes say nothing about a remote engine's host: ask the engine what its containers
+            # bound, and the host's address what else listens there (integration.ports).
+            bound = published_ports(self.client)
+            is_free = engine_port_check(bound, engine.host)
+            free_port = unclaimed_port(bound)
         else:
             claimed = self._ports_claimed_by_created_containers()
 
             def is_free(port: int) -> bool:
                 return port not in claimed and port_is_free(port)
 
-        if not keep:
-            return plan_ports(self.system, is_free, base=self.port_base, workers=self.workers)
-        # A running stack holds its own ports: keep them, and plan only what is new, around them.
-        held = {port for mapping in keep.values() for port in mapping.values()}
+        held = {port for mapping in (keep or {}).values() for port in mapping.values()}
         fresh = plan_ports(
-            self.system, lambda p: p not in held and is_free(p), base=self.port_base, workers=self.workers
+            self.system,
+            lambda p: p not in held and is_free(p),
+            base=self.port_base,
+            workers=self.workers,
+            free_port=free_port,
+            bind_address=engine.bind_address,
         )
+        if not keep:
+            return fresh
+        # A running stack holds its own ports: keep them, and plan only what is new, around them.
         return PortPlan(
             ports={
                 service: {c: keep.get(service, {}).get(c, h) for c, h in mapping.items()}
                 for service, mapping in fresh.ports.items()
-            }
+            },
+            bind_address=fresh.bind_address,
         )
 
     def _ports_claimed_by_created_containers(self) -> set[int]:
@@ -314,11 +334,11 @@ class Stack:
         return endpoints
 
     def _after_up(self, infos: list[ContainerInfo]) -> StackEndpoints:
-        """Check the images, set and wait for the endpoints (returned), save the state to reuse."""
+        """Check the images, set the endpoints (returned), save the state to reuse."""
         started = time.monotonic()
         self._verify_images(infos)
+        # The start (integration.startup) saw every service answer from the host: no second wait.
         self.endpoints = endpoints = self._endpoints(infos)
-        self._wait_for_health(endpoints)
         self.timings["health"] = time.monotonic() - started
         if self.reuse or self.keep:
             self._save_state(infos)
@@ -377,6 +397,28 @@ class Stack:
         except DockerException:
             return []
 
+    def _base_image_ids(self, infos: list[ContainerInfo]) -> dict[str, str]:
+        """The broker's and the databases' compose services -> the id their image's tag names now, in one
+        engine call: a reused container made from an earlier build of a stand-in is not reused."""
+        wanted = {
+            info.service: (
+                self.system.base_images.broker
+                if info.service == BROKER_SERVICE
+                else self.system.base_images.postgres
+            )
+            for info in infos
+            if info.service not in self.service_of
+        }
+        tags = sorted(set(wanted.values()))
+        if not tags:
+            return {}
+        try:
+            images = self.client.image.inspect(tags)
+        except DockerException:
+            return {}  # a tag is gone: the containers are recreated by compose, which says why
+        ids = {tag: image.id for tag, image in zip(tags, images, strict=True)}
+        return {service: ids[tag] for service, tag in wanted.items() if tag in ids}
+
     def _up_reusing(self, state: ReuseState) -> StackEndpoints:
         started = time.monotonic()
         self.ports = self._plan(state.ports)
@@ -386,7 +428,9 @@ class Stack:
         except OSError:
             on_disk = None
         infos = self._inspect(list(state.containers.values()))
-        blockers = reuse_blockers(state, text, on_disk, infos, self.expected_images, self.service_of)
+        blockers = reuse_blockers(
+            state, text, on_disk, infos, self.expected_images, self.service_of, self._base_image_ids(infos)
+        )
         if not blockers and on_disk == text:
             try:
                 self.endpoints = self._endpoints(infos)
@@ -429,16 +473,12 @@ class Stack:
         return endpoints
 
     def _compose_up(self, retries: int = 2) -> None:
+        """Create and start every container in the order of what each needs (integration.startup); a
+        planned host port that another process took meanwhile is planned again, twice at most."""
         for attempt in range(retries + 1):
             try:
                 # Compose writes progress and errors alike to stderr: only the exit status tells.
-                # `up -d --wait` returns once every container is healthy, or fails as soon as one exits
-                # or turns unhealthy. The host-side health wait that follows then checks the published
-                # ports themselves (it answers at once on a healthy stack).
-                if len(self.workers) > 1:
-                    self._up_shared_infrastructure()
-                self._up_callees_first()
-                self._up_and_wait(None)
+                Startup(self).run()
                 return
             except DockerException as exc:
                 output = f"{exc.stderr or ''}\n{exc.stdout or ''}"
@@ -453,59 +493,11 @@ class Stack:
                     time.sleep(random.uniform(0.2, 1.5))
                     self.write()
                     continue
-                headline = "`docker compose up --wait` failed"
+                headline = "starting the stack failed"
                 if port_taken(output) and not crashed:
-                    headline = port_race_headline(output, retries + 1)
+                    bind = self.ports.bind_address if self.ports is not None else "127.0.0.1"
+                    headline = port_race_headline(output, retries + 1, bind)
                 raise StackError(self._failure_message(headline, output)) from exc
-
-    def _up_shared_infrastructure(self) -> None:
-        """A shared stack's first phase: the broker and the databases. The later workers' databases and
-        virtual hosts are then created, before any service starts: every worker's services start
-        together in the second phase, so no worker waits for another's."""
-        started = time.monotonic()
-        assert self.ports is not None
-        self._up_and_wait([name for name in self.ports.ports if name not in self.service_of])
-        self.timings["up infrastructure"] = time.monotonic() - started
-        self._prepare_workers()
-
-    def _up_callees_first(self) -> None:
-        """A service that calls another starts once the host has seen that one answer: each level of the
-        calls (model.SystemSpec.call_levels) but the last is started and waited for in turn; the last
-        is started by the final `up` of the whole file."""
-        levels = self.system.call_levels()
-        if len(levels) < 2:
-            return
-        assert self.ports is not None
-        for level in levels[:-1]:
-            started = time.monotonic()
-            names = [name for name, service in self.service_of.items() if service in level]
-            self._up_and_wait(names)
-            targets = []
-            for name in names:
-                spec = self.system.service(self.service_of[name])
-                port = self.ports.host_port(name, spec.port)
-                targets.append((name, f"http://{HOST}:{port}{spec.health_path}"))
-            self._wait_for(targets)
-            self.timings[f"up {', '.join(sorted(level))}"] = time.monotonic() - started
-
-    def _up_and_wait(self, services: list[str] | None) -> None:
-        self.client.compose.up(
-            services=services,
-            detach=True,
-            wait=True,
-            wait_timeout=int(self.health_timeout),
-            quiet=True,
-            remove_orphans=True,
-        )
-
-    def _prepare_workers(self) -> None:
-        """Create each later worker's databases and virtual host (integration.workers)."""
-        started = time.monotonic()
-        try:
-            prepare_workers(self.system, self.workers, self.containers(), min(30.0, self.health_timeout))
-        except (WorkerSetupError, MissingEndpoint) as exc:
-            raise StackError(self._failure_message(str(exc))) from exc
-        self.timings["prepare workers"] = time.monotonic() - started
 
     def _exited(self) -> list[ContainerInfo]:
         """Containers of the project that started and stopped (a crash), not those that never started."""
@@ -517,15 +509,34 @@ class Stack:
     def down(self) -> None:
         """Remove this project's containers, networks and volumes, and nothing else."""
         self._forget_state()
-        if not self.compose_file.exists():
-            self.write()
         started = time.monotonic()
         try:
-            # Test containers are disposable: no graceful-stop wait.
-            self.client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
-        except DockerException as exc:
-            self.report(f"warning: down of {self.project} failed: {(exc.stderr or str(exc)).strip()[-300:]}")
+            self._remove_project()
+        except DockerException:
+            # Whatever the direct removal left (a container that went away meanwhile, a network still in
+            # use for a moment), compose's own down removes.
+            if not self.compose_file.exists():
+                self.write()
+            try:
+                # Test containers are disposable: no graceful-stop wait.
+                self.client.compose.down(volumes=True, remove_orphans=True, timeout=0, quiet=True)
+            except DockerException as exc:
+                output = (exc.stderr or str(exc)).strip()[-300:]
+                self.report(f"warning: down of {self.project} failed: {output}")
         self.timings["down"] = time.monotonic() - started
+
+    def _remove_project(self) -> None:
+        """The project's containers (killed, with their anonymous volumes) and networks, found by the
+        compose project label: three engine calls instead of compose's down, which parses the file and
+        stops and removes each container in turn. The generated file declares no named volume (the
+        databases are on tmpfs), so there is none to remove."""
+        label = f"{PROJECT_LABEL}={self.project}"
+        containers = self.client.container.list(all=True, filters=[("label", label)])
+        if containers:
+            self.client.container.remove(containers, force=True, volumes=True)
+        networks: list[str] = [n.id for n in self.client.network.list(filters=[("label", label)])]
+        if networks:
+            self.client.network.remove(list(networks))
 
     # -- inspection ------------------------------------------------------------------------------------
 
@@ -556,14 +567,7 @@ class Stack:
 
     def _verify_images(self, infos: list[ContainerInfo]) -> None:
         """Each service container must run the image id that was verified fresh before `up`."""
-        for info in infos:
-            expected = self.expected_images.get(self.service_of.get(info.service, ""))
-            if expected and info.image_id != expected:
-                raise StackError(
-                    f"container {info.name} runs image {info.image_id[:19]}, not the verified "
-                    f"{expected[:19]} of service {self.service_of[info.service]}; an image changed while "
-                    "the stack was starting. Run the build again"
-                )
+        verify_service_images(self, infos)
 
     def _endpoints(self, infos: list[ContainerInfo]) -> StackEndpoints:
         """Every worker's endpoints (`worker_endpoints`); returns the first (the only one without
@@ -586,96 +590,7 @@ class Stack:
 
     def _wait_for_health(self, endpoints: StackEndpoints, timeout: float | None = None) -> None:
         """Wait for every service of every worker's endpoints (of `endpoints` without workers)."""
-        # Every worker's copy of every service, in parallel (a shared stack has one set per worker).
-        everyone = list(self.worker_endpoints.values()) or [endpoints]
-        targets = [
-            (
-                for_worker(spec.name, copy_suffix(self.workers, each.worker)),
-                each.services[spec.name].url + spec.health_path,
-            )
-            for each in everyone
-            for spec in self.system.services
-        ]
-        self._wait_for(targets, timeout)
-
-    def _wait_for(self, targets: list[tuple[str, str]], timeout: float | None = None) -> None:
-        """Wait until each (compose service, health URL) answers 200, in parallel; a dead container or
-        a timeout ends the wait with one message."""
-        lock = threading.Lock()
-        checked_at = [0.0]
-        death = [""]
-
-        def check_alive() -> str | None:
-            # One `docker inspect` per second at most, shared by the parallel waits; a wait never queues
-            # behind another one's inspect (it takes a few hundred ms on a busy machine): it goes on
-            # polling with the last answer.
-            if not lock.acquire(blocking=False):
-                return death[0] or None
-            try:
-                if time.monotonic() - checked_at[0] < 1.0:
-                    return death[0] or None
-                checked_at[0] = time.monotonic()
-                dead = [i for i in self.containers() if i.state in ("exited", "dead")]
-                death[0] = (
-                    self._failure_message(f"container {dead[0].name} exited while the stack was starting")
-                    if dead
-                    else ""
-                )
-                return death[0] or None
-            finally:
-                lock.release()
-
-        def wait(name: str, url: str) -> float:
-            budget = self.health_timeout if timeout is None else timeout
-            if self._deadline is not None and timeout is None:
-                budget = max(1.0, self._deadline - time.monotonic())
-            waited = wait_for_service_health(
-                url,
-                name=name,
-                timeout=budget,
-                interval=HEALTH_POLL_INTERVAL,
-                report=self.report,
-                check_alive=check_alive,
-            )
-            self.answered[name] = time.time()
-            return waited
-
-        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-            futures = [pool.submit(wait, name, url) for name, url in targets]
-            for (name, _), future in zip(targets, futures, strict=True):
-                try:
-                    future.result()
-                except HealthTimeout as exc:
-                    raise StackError(self._health_failure(name, exc)) from exc
-                except StackError as exc:
-                    raise StackError(f"{name}: {exc}") from exc
-
-    def _health_failure(self, name: str, exc: HealthTimeout) -> str:
-        """One message for a service that never answered: the service, its last probe, its container's
-        state and last log lines, and the likely cause."""
-        spec = self.system.service(self.service_of.get(name, name))
-        try:
-            info = next((i for i in self.containers() if i.service == name), None)
-        except DockerException:
-            info = None
-        logs = collapse_repeats(self.logs_tail(info.name, HEALTH_LOG_LINES)) if info is not None else ""
-        cause = likely_cause(exc.probe, logs, spec.health_path, spec.port)
-        state = "no container"
-        if info is not None:
-            state = f"container {info.name} is {info.state}"
-            if info.state in ("exited", "dead"):
-                state += f" (exit code {info.exit_code})"
-        parts = [
-            f"service {name} did not become healthy within {exc.waited:.0f}s: GET {exc.url} last answered "
-            f"{exc.probe}; {state}",
-        ]
-        if cause:
-            parts.append(f"likely cause: {cause}")
-        parts.append(f"its last log lines:\n{logs}" if logs else "it wrote no log lines")
-        folder = self.save_artifacts(f"{name} did not become healthy")
-        if folder:
-            parts.append(f"run folder with every container's logs: {folder}")
-        return "\n".join(parts)
+        wait_for_services(self, endpoints, timeout)
 
     # -- artifacts -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .broker import BrokerAdmin, BrokerError
 from .database import create_databases
-from .endpoints import HOST, ContainerInfo, published_database_url
+from .endpoints import ContainerInfo, host, published_database_url
 from .errors import HarnessError
 from .model import (
     BROKER_MANAGEMENT_PORT,
@@ -50,7 +50,7 @@ def prepare_workers(
     broker = by_service.get(BROKER_SERVICE)
     if broker is None or BROKER_MANAGEMENT_PORT not in broker.ports:
         raise WorkerSetupError("the broker has no published management port")
-    url = f"http://{HOST}:{broker.ports[BROKER_MANAGEMENT_PORT]}"
+    url = f"http://{host()}:{broker.ports[BROKER_MANAGEMENT_PORT]}"
     with BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD) as admin:
         try:
             admin.wait_until_ready(timeout=broker_timeout)

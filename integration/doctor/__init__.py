@@ -31,6 +31,8 @@ Findings that belong to no file name a place in angle brackets instead (`<docker
     D205  containers of this checkout's compose project are still there
     D206  an orphaned pytest process is still running
     D207  a FROM image is not on this machine, so the build runs on its offline stand-in (info)
+    D208  the engine the toolkit talks to: local or remote, Docker or Podman, versions, bind address (info)
+    D209  what that engine cannot do (info), or a remote engine without a bind address (error)
 
 The modules: `findings` (the finding, the check and the project view they share), one module a group of
 checks (`imports`, `routes`, `dockerfiles`, `harness` with `releases`, `services`, `live`), `astnodes`

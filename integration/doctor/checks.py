@@ -54,6 +54,7 @@ STATIC_CHECKS: tuple[Check[Project], ...] = (
 )
 
 LIVE_CHECKS: tuple[Check[LiveContext], ...] = (
+    Check(("D208", "D209"), "the engine the toolkit talks to, and its limits", live.check_engine),
     Check(("D202",), "docker compose present and >= 2.20", live.check_compose_version),
     Check(("D203",), "stale service images", live.check_stale_images),
     Check(("D207",), "FROM images built on an offline stand-in", live.check_substituted_bases),

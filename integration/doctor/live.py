@@ -1,9 +1,12 @@
-"""The live checks: what the Docker engine and this machine say about the system (D201-D207).
+"""The live checks: what the Docker engine and this machine say about the system (D201-D209).
 
-D201: the engine does not answer (then only D206 runs). D202: docker compose is missing or too old.
-D203: a service image is stale or not built. D207: a FROM image is absent, so the build runs on its
-offline stand-in. D204: a preferred host port is taken, and by what. D205: containers of this
-checkout's compose project are left over. D206: a pytest process has outlived its parent.
+D201: the engine does not answer (then only D206 runs). D208: which engine the toolkit talks to (local
+or remote, Docker or Podman, its versions, where ports are published and reached); D209: what that
+engine cannot do, and a remote engine without a bind address. D202: docker compose is missing or too
+old. D203: a service image is stale or not built. D207: a FROM image is absent, so the build runs on its
+offline stand-in. D204: a preferred host port is taken, and by what (on a remote engine: by one of its
+containers, or by whatever answers on its host). D205: containers of this checkout's compose project
+are left over. D206: a pytest process has outlived its parent.
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException
 
 from ..baseimages import engine_check, locally_available
-from ..errors import EngineError
+from ..endpoints import published_ports
+from ..engine import (
+    BIND_ADDRESS_ENV,
+    EngineEndpoint,
+    choose_bind_address,
+    describe_engine,
+    reach_host,
+    resolve_endpoint,
+)
+from ..errors import ConfigError, EngineError
 from ..images import ImageState, check_images
 from ..model import SystemSpec
-from ..ports import DEFAULT_BASE, describe_port_owner, plan_ports, port_is_free
+from ..ports import DEFAULT_BASE, describe_port_owner, engine_port_check, plan_ports, port_is_free
 from ..stack import check_compose, project_name
 from .findings import Finding, error, info, warning
 
@@ -49,20 +61,87 @@ class LiveContext:
         return self._image_states
 
 
+def _endpoint() -> EngineEndpoint | None:
+    try:
+        return resolve_endpoint()
+    except ConfigError:
+        return None  # check_engine reports it
+
+
 def engine_down(ctx: LiveContext) -> Finding | None:
     try:
         engine_check(ctx.client)
     except EngineError as exc:
         problem = str(exc).partition("; ")[0]  # the rest is engine_check's advice, given as the fix
-        return warning(
+        endpoint = _endpoint()
+        fix = (
+            "start the Docker engine (on Debian: scripts/install-docker-engine.sh), then run the doctor again"
+        )
+        if endpoint is not None and not endpoint.local:
+            fix = (
+                f"start the engine at {endpoint.url} or check that this machine reaches it (it is named by "
+                f"{endpoint.source}), then run the doctor again"
+            )
+        return warning("<docker>", None, "D201", f"live checks skipped: {problem}", fix)
+    return None
+
+
+def check_engine(ctx: LiveContext) -> list[Finding]:
+    """D208: the engine the toolkit talks to; D209: what it cannot do (and a remote one that has no bind
+    address, which no run gets past)."""
+    try:
+        endpoint = resolve_endpoint()
+    except ConfigError as exc:
+        return [error(exc.path, exc.line, "D209", exc.problem, exc.fix or "set DOCKER_HOST to the engine")]
+    facts = describe_engine(ctx.client, endpoint)
+    try:
+        compose = f"compose {check_compose(ctx.client)}"
+    except EngineError:
+        compose = "no usable compose (D202)"
+    findings: list[Finding] = []
+    try:
+        bind = choose_bind_address(endpoint, os.environ.get(BIND_ADDRESS_ENV))
+        ports = f"ports published on {bind}, reached at {reach_host(endpoint, bind)}"
+    except (EngineError, ConfigError) as exc:
+        ports = "no bind address for its ports"
+        problem = exc.problem if isinstance(exc, ConfigError) else str(exc).partition(": choose")[0]
+        findings.append(
+            error(
+                f"${BIND_ADDRESS_ENV}",
+                None,
+                "D209",
+                f"{problem}; no stack can start on this engine",
+                f"export {BIND_ADDRESS_ENV}=<an address of the engine's host> (or 0.0.0.0: every network "
+                "of that host reaches the stack's databases, which take no password); see "
+                "docs/configuration.md",
+            )
+        )
+    rootless = ", rootless" if facts.rootless else ""
+    kind = "local" if endpoint.local else "remote"
+    findings.insert(
+        0,
+        info(
             "<docker>",
             None,
-            "D201",
-            f"live checks skipped: {problem}",
-            "start the Docker engine (on Debian: scripts/install-docker-engine.sh), then run the doctor "
-            "again",
+            "D208",
+            f"the engine: {facts.kind} {facts.server_version} (API {facts.api_version}, CLI "
+            f"{facts.client_version}{rootless}), {kind}, at {endpoint.where}; "
+            f"{compose}; {ports}",
+            "Another engine: DOCKER_HOST, DOCKER_CONTEXT or docker context use (a remote one also needs "
+            f"{BIND_ADDRESS_ENV})",
+        ),
+    )
+    findings += [
+        info(
+            "<docker>",
+            None,
+            "D209",
+            f"this engine's limit: {limit}",
+            "Nothing to do unless a run fails on it",
         )
-    return None
+        for limit in facts.limits
+    ]
+    return findings
 
 
 def check_compose_version(ctx: LiveContext) -> list[Finding]:
@@ -161,11 +240,16 @@ def port_connections(port: int, proc: Path = Path("/proc")) -> dict[str, int]:
     return states
 
 
-def _port_holder(port: int, ctx: LiveContext) -> tuple[str, str]:
+def _port_holder(port: int, ctx: LiveContext, remote: bool = False) -> tuple[str, str]:
     """What holds `port` ("taken by ...", "held by ..."), and what to do about it."""
     publisher = _container_publishing(port, ctx)
     if publisher is not None:
         return publisher
+    if remote:  # this machine's /proc says nothing about the engine's host
+        return (
+            "taken by a process on the engine's host",
+            f"find it there with: ss -ltnp sport = :{port}",
+        )
     owner = describe_port_owner(port, ctx.proc)
     if owner is not None:
         return (
@@ -218,18 +302,28 @@ def check_ports(ctx: LiveContext) -> list[Finding]:
     if system is None:
         return []
     preferred = plan_ports(system, is_free=lambda _port: True, base=ctx.port_base)
+    is_free, where, remote = ctx.is_free, "127.0.0.1", False
+    endpoint = _endpoint()
+    if endpoint is not None and not endpoint.local and ctx.is_free is port_is_free:
+        # A remote engine: what its containers bound, and what answers on its host (integration.ports).
+        try:
+            bind = choose_bind_address(endpoint, os.environ.get(BIND_ADDRESS_ENV))
+        except (EngineError, ConfigError):
+            bind = "0.0.0.0"  # D209 says it is missing; the ports are checked all the same
+        host = reach_host(endpoint, bind)
+        is_free, where, remote = engine_port_check(published_ports(ctx.client), host), host, True
     findings = []
     for compose_service, ports in preferred.ports.items():
         for container_port, host_port in ports.items():
-            if ctx.is_free(host_port):
+            if is_free(host_port):
                 continue
-            holder, fix = _port_holder(host_port, ctx)
+            holder, fix = _port_holder(host_port, ctx, remote)
             findings.append(
                 warning(
                     f"<port {host_port}>",
                     None,
                     "D204",
-                    f"127.0.0.1:{host_port}, the preferred host port of {compose_service}:"
+                    f"{where}:{host_port}, the preferred host port of {compose_service}:"
                     f"{container_port}, is {holder}; the run will fall back to other ports, so "
                     "URLs differ from the documented ones",
                     fix,

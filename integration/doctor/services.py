@@ -59,10 +59,9 @@ def live_checks_skipped(project: Project) -> Finding:
 # To be deleted once integration/discovery.py passes them as fields (`line=`, `fix=`, and as `path` the
 # file the line is in). Until then:
 #   - `_ServicesFile.read`, invalid YAML: "not valid YAML at line N, column M: ...", without `line=`;
-#   - `_import_contract`, a contract that fails to import ("importing the contract failed at FILE:N")
-#     or does not finish in time ("(it was at FILE:N)"): `path` is the contract module, and the file and
-#     line of the innermost frame in the repository are only in the text (from `_where` and
-#     `_ImportTookTooLong.where`);
+#   - a contract that fails to import in its child process (integration/contract_child.py: "importing
+#     the contract failed at FILE:N") or does not finish in time ("(it was at FILE:N)"): `path` is the
+#     contract module; the innermost frame's file, when it is another module, is only in the text;
 #   - most ConfigErrors end their problem with "; <fix>" instead of passing `fix=`.
 
 _YAML_LINE = re.compile(r"\bat line (\d+), column \d+")

@@ -169,3 +169,14 @@ def broker_server() -> Iterator[BrokerServer]:
         yield server
     finally:
         _remove(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_images_of_copies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Service images are tagged per checkout: the copies the tests build in this session's temporary
+    folders leave images of their own, removed at the end (only those: by their checkout-root label)."""
+    yield
+    from example_copies import remove_images_under
+
+    with contextlib.suppress(DockerException):
+        remove_images_under(tmp_path_factory.getbasetemp())

@@ -1,7 +1,9 @@
 """Copies of the bundled examples for the Docker tests: the copy in a temporary folder, the environment
 a run in it gets, and its images built.
 
-A copy has the same build inputs as its example, so its images are the example's and fresh once built.
+A copy has the same build inputs as its example, but it is another checkout: its default image tags are
+its own (`shortener-links:<checkout id>`), so a copy is built in its own folder (`build`), which the
+engine's build cache makes quick. `remove_images_under` removes what the copies built.
 """
 
 from __future__ import annotations
@@ -73,3 +75,24 @@ def run_pytest(
         text=True,
         timeout=timeout,
     )
+
+
+def remove_images_under(folder: Path) -> list[str]:
+    """Remove the toolkit's service images built from a checkout under `folder` (this session's
+    temporary folders), by their checkout-root label: never an image built from anywhere else."""
+    from python_on_whales import docker
+    from python_on_whales.exceptions import DockerException
+
+    from integration.model import LABEL_ROOT
+
+    removed = []
+    folder = folder.resolve()
+    for image in docker.image.list(filters=[("label", LABEL_ROOT)]):
+        root = ((image.config.labels if image.config else None) or {}).get(LABEL_ROOT, "")
+        if root and Path(root).is_relative_to(folder):
+            try:
+                docker.image.remove(list(image.repo_tags) or image.id)
+                removed.append(root)
+            except DockerException:
+                pass  # still used by a container a failed test left; its own cleanup reports that
+    return removed

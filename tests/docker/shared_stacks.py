@@ -12,6 +12,7 @@ from integration.discovery import load_system
 from integration.images import build_images, require_fresh
 from integration.stack import Stack
 from tests.docker.compose_projects import leftovers
+from tests.docker.opened_stacks import open_stack
 
 WORKERS = ("gw0", "gw1")
 
@@ -23,12 +24,11 @@ def shared_stack(root: Path, compose_dir: Path, *, port_base: int, prefix: str) 
     system = system.with_base_images(locally_available(system.base_images))
     build_images(system)
     project = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    stack = Stack(
+    stack = open_stack(
         system,
         project=project,
         compose_dir=compose_dir,
         expected_images=require_fresh(system),
-        report=lambda line: None,
         port_base=port_base,
         reuse=False,
         workers=WORKERS,

@@ -42,6 +42,8 @@ def _copy(source: Path, tmp_path: Path) -> Path:
 
 
 def _pytest(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if "--integration" in args:
+        build(root)  # a copy is a checkout of its own, with image tags of its own (from the build cache)
     return run_pytest(root, tmp_path / "compose", *args)
 
 

@@ -97,6 +97,32 @@ def test_publish_then_purge_all_empties_every_queue(broker_admin, broker_queue):
         httpx.delete(f"{broker_admin.base_url}/api/queues/%2F/{other}", auth=(BROKER_USER, BROKER_PASSWORD))
 
 
+def test_purge_all_purges_the_known_queues_and_every_other_listed_one(broker_admin, broker_queue):
+    """Known names are purged beside the listing; a known name that does not exist counts for nothing;
+    a queue only the listing names is purged too."""
+    other = f"{broker_queue}.unknown"
+    missing = f"missing.{uuid.uuid4().hex}"
+    broker_admin.declare_queue(other)
+    try:
+        assert broker_admin.publish(broker_queue, "a") and broker_admin.publish(other, "b")
+        purged = broker_admin.purge_all(known=[broker_queue, missing])
+        assert {broker_queue, other} <= set(purged) and missing not in purged
+        assert purged == sorted(purged)
+        assert exact_ready(broker_admin, broker_queue) == 0 and exact_ready(broker_admin, other) == 0
+        assert broker_queue in broker_admin.queue_names() and other in broker_admin.queue_names()
+    finally:
+        httpx.delete(f"{broker_admin.base_url}/api/queues/%2F/{other}", auth=(BROKER_USER, BROKER_PASSWORD))
+
+
+def test_purge_all_of_an_unreachable_api_is_one_error_naming_it():
+    url = f"http://127.0.0.1:{free_port()}"
+    with (
+        BrokerAdmin(url, BROKER_USER, BROKER_PASSWORD) as admin,
+        pytest.raises(BrokerError, match="cannot reach the RabbitMQ management API"),
+    ):
+        admin.purge_all(known=["a.events", "b.events"])
+
+
 def test_publishing_to_no_queue_is_not_routed(broker_admin):
     assert broker_admin.publish(f"nobody.{uuid.uuid4().hex}", "lost") is False
 

@@ -5,8 +5,8 @@ repository, with the working tree's uncommitted and new files laid over it (so t
 script as it is now, not as last committed). Its Python is a bare virtual environment: neither the
 toolkit nor its dependencies, so the script must make the clone's `.venv`, install the toolkit there and
 build the example's images; a second run reuses the venv and finds the images fresh. The example's
-services get image tags and a system name of their own (`itest-script-<token>`), so the shared
-`links:test` and `analytics:test` are left alone; those images are removed afterwards.
+services get image tags and a system name of their own (`itest-script-<token>`), so no other
+checkout's images are touched; those images are removed afterwards.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from waiting import GENEROUS, Timer, poll_until
 from integration.database import (
     APPLICATION_NAME,
     DatabaseError,
+    HeldConnection,
     count_processed,
     make_engine,
     processed_ids,
@@ -434,3 +435,84 @@ def test_a_payload_that_is_not_an_object_is_an_error(pg_engine):
     )
     with pytest.raises(DatabaseError, match=r"e1 \(LinkCreated\) has a payload that is not a JSON object"):
         read_outbox(pg_engine)
+
+
+# --- the reset's held session ----------------------------------------------------------------------------
+
+
+def harness_session_states(observer: Engine) -> list[tuple[int, str, object]]:
+    """(pid, state, transaction start) of each harness session of the database."""
+    with observer.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT pid, state, xact_start FROM pg_stat_activity "
+            f"WHERE datname = current_database() AND application_name = '{APPLICATION_NAME}'"
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_a_held_connection_resets_in_one_session_that_holds_no_transaction(pg_url, pg_engine):
+    run(pg_engine, CHAIN_DDL + CHAIN_DATA)
+    held = HeldConnection(pg_engine)
+    try:
+        for _ in range(3):
+            reset_database(pg_engine, connection=held)
+            assert row_counts(pg_engine, ["customers", "orders", "order_lines"]) == {
+                "customers": 0,
+                "orders": 0,
+                "order_lines": 0,
+            }
+            run(pg_engine, USER_ROWS)
+        assert held.opened == 1  # three resets, one session
+        with observer_of(pg_url) as observer:
+            sessions = poll_until(lambda: harness_session_states(observer), "the held session")
+            # Idle outside any transaction: it holds no lock against the services between resets.
+            assert [(state, started) for _, state, started in sessions] == [("idle", None)]
+            # A service's migration takes ACCESS EXCLUSIVE: it is not kept waiting by the held session.
+            with observer.connect() as connection:
+                connection.exec_driver_sql("SET lock_timeout = '2s'")
+                connection.exec_driver_sql("ALTER TABLE notes ADD COLUMN extra text")
+                connection.commit()
+            held.close()
+            held.close()
+            assert settle(observer, 0) == 0
+    finally:
+        held.close()
+
+
+def test_a_held_session_the_server_ended_is_replaced_at_the_next_reset(pg_url, pg_engine):
+    run(pg_engine, CHAIN_DDL + CHAIN_DATA)
+    held = HeldConnection(pg_engine)
+    try:
+        reset_database(pg_engine, connection=held)
+        with observer_of(pg_url) as observer:
+            ((pid, _, _),) = poll_until(lambda: harness_session_states(observer), "the held session")
+            with observer.connect() as connection:
+                assert connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
+        run(pg_engine, USER_ROWS)
+        stats = reset_database(pg_engine, connection=held)
+        assert stats.attempts == 1 and held.opened == 2
+        assert scalar(pg_engine, "SELECT count(*) FROM customers") == 0
+    finally:
+        held.close()
+
+
+def test_a_failed_reset_in_a_held_session_leaves_no_transaction_open(pg_url, pg_engine, pg_other):
+    run(pg_engine, CHAIN_DDL + CHAIN_DATA)
+    held = HeldConnection(pg_engine)
+    try:
+        reset_database(pg_engine, connection=held)
+        run(pg_engine, USER_ROWS)
+        pg_other.exec_driver_sql("SELECT * FROM notes FOR UPDATE").all()
+        with pytest.raises(DatabaseError, match="attempt 2 of 2"):
+            reset_database(pg_engine, lock_timeout=0.1, attempts=2, connection=held)
+        # The batch stopped inside its transaction (rows of the tables before `notes` deleted, not
+        # committed): the session went with it, so nothing of it holds a lock or stays half done.
+        assert not held.is_open
+        with observer_of(pg_url) as observer:
+            poll_until(lambda: not harness_session_states(observer), "no harness session left")
+        pg_other.rollback()
+        assert scalar(pg_engine, "SELECT count(*) FROM customers") == 2
+        stats = reset_database(pg_engine, connection=held)
+        assert stats.attempts == 1 and scalar(pg_engine, "SELECT count(*) FROM customers") == 0
+    finally:
+        held.close()

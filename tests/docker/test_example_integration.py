@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
+from compose_projects import leftovers
+from example_copies import build
 
 from integration.discovery import load_system
 from integration.stack import project_name
@@ -26,29 +27,20 @@ EXIT_GRACE_SECONDS = 5.0
 
 @pytest.fixture(scope="module")
 def example_images() -> None:
-    """The example's images, built (or found fresh) once for this module."""
-    subprocess.run(
-        [sys.executable, "-m", "integration", "build", "--root", str(EXAMPLE)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    """The example's images, built (or found fresh) once for this module: the copies' own builds then
+    come from the engine's build cache."""
+    build(EXAMPLE)
 
 
-def _copy_example(tmp_path: Path) -> Path:
+def _copy_example(tmp_path: Path, *, built: bool = True) -> Path:
+    """A copy of the example: another checkout, so with image tags of its own, built unless told not."""
     target = tmp_path / "shortener"
     shutil.copytree(
         EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache")
     )
+    if built:
+        build(target)
     return target
-
-
-def _leftovers(project: str) -> list[str]:
-    filters = [("label", f"com.docker.compose.project={project}")]
-    containers = [c.name for c in docker.container.list(all=True, filters=filters)]
-    networks = [n.name for n in docker.network.list(filters=filters)]
-    volumes = [v.name for v in docker.volume.list(filters=filters)]
-    return containers + networks + volumes
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -101,7 +93,7 @@ def test_example_passes_in_integration_mode_and_exits_at_once(example_images: No
     assert process.returncode == 0, output[-4000:]
     assert "43 passed" in output
     assert "failed" not in output.split("integration: time per phase")[-1]
-    assert _leftovers(project) == []
+    assert leftovers(project) == []
 
 
 def test_stale_image_is_refused_with_the_changed_file_named(example_images: None, tmp_path: Path) -> None:
@@ -120,17 +112,18 @@ def test_stale_image_is_refused_with_the_changed_file_named(example_images: None
     )
 
     output = result.stdout + result.stderr
+    links, analytics = (load_system(root).service(name).image for name in ("links", "analytics"))
     assert result.returncode != 0
     assert "stale" in output
-    assert "links:test" in output
+    assert f"{links} (service links)" in output  # the copy's own tag
     assert "services/links/app/main.py" in output
     assert "nox -s build" in output
-    assert "analytics:test (service analytics)" not in output  # only the edited service is stale
-    assert _leftovers(project) == []
+    assert f"{analytics} (service analytics)" not in output  # only the edited service is stale
+    assert leftovers(project) == []
 
 
 def test_mock_mode_needs_no_docker(tmp_path: Path) -> None:
-    root = _copy_example(tmp_path)
+    root = _copy_example(tmp_path, built=False)
     env = _env(tmp_path)
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"  # any Docker call would fail
     result = subprocess.run(

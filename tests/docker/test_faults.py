@@ -4,9 +4,10 @@ A run killed with SIGKILL while the stack starts or while the tests run, Ctrl-C 
 default host port taken, two checkouts at once, a service that crashes at start, a database that is slow
 to become healthy. Each test runs on its own copy of examples/shortener under tmp_path, so its compose
 project (`shortener-<hash of the copy's root>`) is its own, and removes whatever of that project is left
-at the end. The images are the shared tags links:test and analytics:test, built once for the module
-(a copy has the same build inputs, so the runs rebuild nothing); fault copies build their broken service
-under an `itest-faults-` tag and remove it at the end.
+at the end. Each copy is another checkout with image tags of its own (`shortener-links:<checkout id>`),
+built in the copy; the module builds the example's inputs once first, so that the copies' builds come
+from the engine's build cache (the session removes the copies' images). Fault copies build their broken
+service under an `itest-faults-` tag and remove it at the end.
 
 Passing runs select three use-case tests that cross both services, both databases and the broker
 (SMOKE: `run --root <copy> -- -k ...`). A run that is killed or interrupted during its tests gets one more
@@ -76,9 +77,12 @@ def env_for_runs(**extra: str) -> dict[str, str]:
     return env
 
 
-def copy_example(destination: Path) -> Path:
+def copy_example(destination: Path, *, built: bool = True) -> Path:
+    """A copy of the example, its images built unless `built=False` (a copy is a checkout of its own)."""
     ignore = shutil.ignore_patterns("__pycache__", ".integration", ".pytest_cache", ".benchmarks")
     shutil.copytree(EXAMPLE, destination, ignore=ignore)
+    if built:
+        build(destination)
     return destination
 
 
@@ -315,7 +319,7 @@ def release_the_tests(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def example_images(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """links:test and analytics:test, fresh for the example's current files (built once per module)."""
+    """The example's images built once per module, so that each copy's build is the build cache's."""
     build(copy_example(tmp_path_factory.mktemp("build") / "shortener"))
 
 
@@ -511,8 +515,8 @@ def forget_architecture(root: Path) -> str:
 
 def faulty_copy(tmp_path: Path, fault: Callable[[Path], str], image: str) -> tuple[Path, str]:
     """A copy of the example whose links service has `fault` and is tagged `image` (so that the
-    example's own links:test is left alone); returns the copy and the traceback line to expect."""
-    root = copy_example(tmp_path / "shortener")
+    copy's own links image is left alone); returns the copy and the traceback line to expect."""
+    root = copy_example(tmp_path / "shortener", built=False)
     services = root / "architecture" / "services.yml"
     services.write_text(
         services.read_text().replace("    contract: links\n", f"    contract: links\n    image: {image}\n")

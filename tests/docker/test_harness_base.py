@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,9 +23,9 @@ from sqlalchemy import Engine
 from waiting import GENEROUS, Timer, poll_until
 
 from integration.broker import BrokerAdmin
-from integration.database import APPLICATION_NAME, make_engine
+from integration.database import APPLICATION_NAME, DatabaseError, make_engine
 from integration.errors import HarnessError
-from integration.harness import RealServiceHarness, event_map
+from integration.harness import RealServiceHarness, ResetError, event_map
 from integration.model import BROKER_PASSWORD, BROKER_USER, ServiceEndpoint, StackEndpoints
 
 docker = pytest.mark.docker
@@ -467,26 +469,115 @@ def test_reset_latency(pg_stack_databases, broker_server, capsys):
 
 @docker
 def test_harness_sessions_do_not_outlive_their_use(pg_stack_databases, pg_server):
+    """The resets' sessions (one per database, kept for the harness's life) are idle outside any
+    transaction between resets; reads close theirs at once; close() ends every one."""
     observer = make_engine(pg_server.url(), application_name="itest-observer")
-    sql = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APPLICATION_NAME}'"
+    sql = (
+        "SELECT datname, state, xact_start IS NULL FROM pg_stat_activity "
+        f"WHERE application_name = '{APPLICATION_NAME}' ORDER BY datname"
+    )
 
-    def no_harness_session() -> bool:
+    def harness_sessions() -> list[tuple[str, str, bool]]:
         with observer.connect() as connection:
-            return connection.exec_driver_sql(sql).scalar_one() == 0
+            return [tuple(row) for row in connection.exec_driver_sql(sql).all()]
 
-    def assert_no_harness_session() -> None:
-        # A backend ends a moment after its client hangs up: poll for it, with a generous deadline.
-        poll_until(no_harness_session, "no harness session left in pg_stat_activity")
-
+    held_only = [("itest_analytics", "idle", True), ("itest_links", "idle", True)]
     try:
         harness = ShortenerHarness(stack_endpoints(pg_stack_databases, None))
         harness.reset_sync()
+        harness.reset_sync()
         harness.published_events_sync()
-        assert_no_harness_session()  # NullPool: closed as soon as each call is done
+        # A backend ends a moment after its client hangs up: poll, with a generous deadline.
+        poll_until(lambda: harness_sessions() == held_only, f"only the held sessions: {held_only}")
         harness.close()
-        assert_no_harness_session()
+        poll_until(lambda: harness_sessions() == [], "no harness session left in pg_stat_activity")
     finally:
         observer.dispose()
+
+
+@contextmanager
+def hold_row_lock(url: str, sql: str) -> Iterator[None]:
+    """A service's transaction holding row locks (idle in transaction) until the block ends."""
+    engine = make_engine(url, application_name="itest-service")
+    connection = engine.connect()
+    try:
+        connection.exec_driver_sql(sql).all()
+        yield
+    finally:
+        connection.rollback()
+        connection.close()
+        engine.dispose()
+
+
+@docker
+def test_reset_empties_every_database_and_the_queues_at_once(broker_harness, pg_stack_databases):
+    """While one database's reset waits for a lock a service holds, the other database and the queues
+    are emptied already: the parts run at the same time, not one after the other."""
+    links, analytics = broker_harness.engine("links"), broker_harness.engine("analytics")
+    execute(links, SAMPLE_DATA["links"])
+    execute(analytics, SAMPLE_DATA["analytics"])
+    assert broker_harness.broker.publish("analytics.events", "{}")
+    broker_harness.reset_lock_timeout = 2 * GENEROUS  # far longer than the checks below may take
+    # analytics comes first in the harness's order of databases: a serial reset would wait here first.
+    locked = hold_row_lock(pg_stack_databases["analytics"], "SELECT * FROM link_stats FOR UPDATE")
+    # The pool outside the lock: the lock goes first, then the pool waits for the reset it let finish.
+    with ThreadPoolExecutor(1) as pool, locked:
+        reset = pool.submit(broker_harness.reset_sync)
+        poll_until(lambda: count(links, "links") == 0, "links emptied while analytics waits")
+        poll_until(lambda: exact_ready(broker_harness, "analytics.events") == 0, "the queue purged")
+        assert not reset.done() and count(analytics, "link_stats") == 1
+    stats = reset.result(timeout=GENEROUS)
+    assert [s.database.rsplit("/", 1)[1] for s in stats] == ["itest_analytics", "itest_links"]
+    assert count(analytics, "link_stats") == 0 and count(analytics, "daily_visits") == 0
+
+
+@docker
+def test_a_failed_reset_names_its_database_and_the_rest_is_still_emptied(broker_harness, pg_stack_databases):
+    links, analytics = broker_harness.engine("links"), broker_harness.engine("analytics")
+    execute(links, SAMPLE_DATA["links"])
+    execute(analytics, SAMPLE_DATA["analytics"])
+    assert broker_harness.broker.publish("analytics.events", "{}")
+    broker_harness.reset_lock_timeout = 0.1
+    broker_harness.reset_attempts = 1
+    locked = hold_row_lock(pg_stack_databases["links"], "SELECT * FROM links FOR UPDATE")
+    with locked, pytest.raises(ResetError) as caught:
+        broker_harness.reset_sync()
+    error = caught.value
+    assert set(error.failures) == {"links"} and isinstance(error.failures["links"], DatabaseError)
+    message = str(error)
+    assert message.startswith("reset failed: service links's database: cannot reset ")
+    assert "itest_links" in message and "postgres:***@" in message and "itest_analytics" not in message
+    # The parts that could be emptied were: the other database and the queue.
+    assert count(analytics, "link_stats") == 0 and count(analytics, "processed_events") == 0
+    assert exact_ready(broker_harness, "analytics.events") == 0
+    assert count(links, "links") == 2  # nothing of the failed one: its transaction rolled back
+    broker_harness.reset_sync()  # the lock is gone: the next reset empties it
+    assert count(links, "links") == 0
+
+
+@docker
+def test_a_broker_that_fails_is_named_beside_the_emptied_databases(pg_stack_databases):
+    url = f"http://127.0.0.1:{free_port()}"  # no management API listens there
+    with ShortenerHarness(stack_endpoints(pg_stack_databases, url)) as harness:
+        execute(harness.engine("links"), SAMPLE_DATA["links"])
+        with pytest.raises(ResetError) as caught:
+            harness.reset_sync()
+        assert set(caught.value.failures) == {"broker"}
+        assert f"reset failed: broker: GET {url}/api/queues/%2F" in str(caught.value)
+        assert "cannot reach the RabbitMQ management API" in str(caught.value)
+        assert count(harness.engine("links"), "links") == 0
+
+
+def exact_ready(harness: RealServiceHarness, queue: str) -> int:
+    """Ready messages of `queue`, fetched and put back (the counters of GET /api/queues lag)."""
+    assert harness.broker is not None
+    response = httpx.post(
+        f"{harness.broker.base_url}/api/queues/%2F/{queue}/get",
+        json={"count": 100, "ackmode": "ack_requeue_true", "encoding": "auto"},
+        auth=(BROKER_USER, BROKER_PASSWORD),
+    )
+    response.raise_for_status()
+    return len(response.json())
 
 
 # --- published events --------------------------------------------------------------------------------------

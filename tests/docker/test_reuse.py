@@ -15,6 +15,7 @@ import httpx
 import pytest
 from compose_projects import PROJECT_LABEL, remove_project
 from echo_system import free_port_base, remove_images, token, write_echo_system
+from opened_stacks import open_stack
 from python_on_whales import docker
 
 from integration.baseimages import locally_available
@@ -67,12 +68,11 @@ def project() -> Iterator[str]:
 
 
 def make_stack(system: SystemSpec, project: str, compose_dir: Path, ids: dict[str, str], **kw) -> Stack:
-    return Stack(
+    return open_stack(
         system,
         project=project,
         compose_dir=compose_dir,
         expected_images=ids,
-        report=lambda line: None,
         port_base=kw.pop("port_base"),
         **kw,
     )

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from compose_projects import PROJECT_LABEL, remove_project
 from echo_system import free_port_base, remove_images, token
+from opened_stacks import open_stack
 from python_on_whales import docker
 from sqlalchemy.engine import make_url
 from waiting import GENEROUS, Timer
@@ -145,7 +146,7 @@ def published_ports(stack: Stack) -> set[int]:
 
 
 def test_a_stack_comes_up_healthy_and_leaves_nothing_behind(echo, project, tmp_path):
-    with Stack(echo.system, project=project, compose_dir=tmp_path, report=quiet) as stack:
+    with open_stack(echo.system, project=project, compose_dir=tmp_path, report=quiet) as stack:
         assert_serves(stack)
         containers, networks, _ = project_resources(project)
         assert sorted(c.name for c in containers) == sorted(
@@ -160,7 +161,7 @@ def test_a_stack_comes_up_healthy_and_leaves_nothing_behind(echo, project, tmp_p
 def test_the_stack_is_removed_when_the_body_of_the_with_fails(echo, project, tmp_path):
     with (
         pytest.raises(RuntimeError, match="the test failed"),
-        Stack(echo.system, project=project, compose_dir=tmp_path, report=quiet),
+        open_stack(echo.system, project=project, compose_dir=tmp_path, report=quiet),
     ):
         assert project_resources(project)[0]
         raise RuntimeError("the test failed")
@@ -171,7 +172,7 @@ def test_the_stack_is_removed_when_the_body_of_the_with_fails(echo, project, tmp
 def test_a_leftover_of_a_crashed_run_is_cleared_by_the_next_run(echo, project, tmp_path):
     base = free_port_base()
     settings = {"project": project, "compose_dir": tmp_path, "report": quiet, "port_base": base}
-    crashed = Stack(echo.system, **settings)
+    crashed = open_stack(echo.system, **settings)
     try:
         crashed.up()  # never exited: its containers, network and ports stay, as after a killed run
         left = {c.id for c in project_resources(project)[0]}
@@ -179,7 +180,7 @@ def test_a_leftover_of_a_crashed_run_is_cleared_by_the_next_run(echo, project, t
         held = published_ports(crashed)
         assert held == {base, base + 1, base + 10}
 
-        with Stack(echo.system, **settings) as rerun:
+        with open_stack(echo.system, **settings) as rerun:
             assert_serves(rerun)
             running = {c.id for c in project_resources(project)[0]}
             assert len(running) == 3
@@ -203,7 +204,9 @@ def test_taken_default_ports_move_the_stack_to_other_ports(echo, project, tmp_pa
             listener.listen()
         assert not any(port_is_free(port) for port in default_ports)
 
-        with Stack(echo.system, project=project, compose_dir=tmp_path, report=quiet, port_base=base) as stack:
+        with open_stack(
+            echo.system, project=project, compose_dir=tmp_path, report=quiet, port_base=base
+        ) as stack:
             assert stack.ports is not None
             assert not published_ports(stack) & default_ports
             assert_serves(stack)  # the endpoints are the real mappings: each answers as its service
@@ -225,6 +228,7 @@ def test_a_port_taken_between_planning_and_up_is_replanned(echo, project, tmp_pa
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as racer:
         racer.bind(("127.0.0.1", base))
         racer.listen()
+        # Made directly: `is_port_free` is a seam of the stack's own that no run setting gives.
         stack = Stack(
             echo.system,
             project=project,
@@ -265,7 +269,7 @@ def crashing(tmp_path: Path) -> Iterator[Built]:
 
 def test_a_service_crashing_at_start_fails_the_stack_fast_with_its_logs(crashing, project, tmp_path):
     compose_dir = tmp_path / "compose"
-    stack = Stack(
+    stack = open_stack(
         crashing.system,
         project=project,
         compose_dir=compose_dir,
@@ -319,7 +323,7 @@ def test_log_tails_keep_the_order_the_container_wrote(echo, tmp_path):
     container = docker.run(echo.system.base_images.python, ["python", "-c", WRITER], name=name, detach=True)
     try:
         docker.container.wait(container)
-        stack = Stack(echo.system, project=f"itest-unused-{token()}", compose_dir=tmp_path, report=quiet)
+        stack = open_stack(echo.system, project=f"itest-unused-{token()}", compose_dir=tmp_path, report=quiet)
         expected = "".join(f"out {i}\nerr {i}\n" for i in range(8))
         for _ in range(10):
             assert stack.logs_tail(name) == expected
@@ -409,7 +413,7 @@ def test_a_project_name_is_unique_per_root(echo, tmp_path, monkeypatch):
     assert all(n.startswith(f"{echo.system.name}-") for n in names)
     assert project_name(load_system(copies[0], echo.system.base_images)) == names[0]  # stable per root
     assert project_name(echo.system, "gw1") == project_name(echo.system) + "-gw1"
-    assert Stack(echo.system, report=quiet).project == project_name(echo.system)
+    assert open_stack(echo.system, compose_dir=tmp_path, report=quiet).project == project_name(echo.system)
 
 
 def test_a_project_name_from_the_environment_is_still_unique_per_worker(echo, monkeypatch):

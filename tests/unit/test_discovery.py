@@ -12,7 +12,7 @@ import pytest
 
 from integration.discovery import find_system_root, load_system
 from integration.errors import ConfigError
-from integration.model import BaseImages
+from integration.model import BaseImages, checkout_id
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "systems" / "minimal"
 
@@ -115,7 +115,7 @@ def test_loads_the_fixture_system():
     assert orders.port == 8000
     assert orders.database == "orders"
     assert orders.health_path == "/health"
-    assert orders.image == "orders:test"
+    assert orders.image == f"minimal-orders:{checkout_id(FIXTURE)}"  # this checkout's own
     assert orders.contract_module == "architecture.contracts.orders"
     assert orders.build_dir == FIXTURE / "services" / "orders"
     assert orders.dockerfile == FIXTURE / "services" / "orders" / "Dockerfile"
@@ -192,7 +192,7 @@ def test_dashed_service_name_defaults_to_underscored_contract(tmp_path):
 
     assert spec.contract_module == "architecture.contracts.link_stats"
     assert spec.events_consumed == ("LinkVisited",)
-    assert spec.image == "link-stats:test"
+    assert spec.image == f"shortener-link-stats:{checkout_id(root)}"
 
 
 def test_missing_event_lists_are_empty_and_no_broker_is_needed(tmp_path):
@@ -475,7 +475,7 @@ CASES = [
     Case("image-bad", services_yml(links="port: 1\nimage: Links:Test"), "services.links.image", ("tag",)),
     Case(
         "image-duplicate",
-        services_yml(stats="port: 8001\nimage: links:test"),
+        services_yml(links="port: 8000\nimage: links:test", stats="port: 8001\nimage: links:test"),
         "services.stats.image",
         ("also the image of service 'links'",),
     ),

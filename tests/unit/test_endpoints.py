@@ -54,3 +54,18 @@ def test_a_service_without_its_published_port_is_named():
         endpoints_of(system, "p", [c for c in CONTAINERS if c.service != "inventory"])
     with pytest.raises(MissingEndpoint, match="database orders-db is not published"):
         endpoints_of(system, "p", [c for c in CONTAINERS if c.service != "orders-db"])
+
+
+def test_urls_use_the_engine_host_of_the_environment(monkeypatch):
+    system = load_system(SHOP)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.213.0.2:2375")
+    monkeypatch.setenv("INTEGRATION_BIND_ADDRESS", "0.0.0.0")
+    endpoints = endpoints_of(system, "p", CONTAINERS[:5])
+    assert endpoints.services["orders"].url == "http://10.213.0.2:47100"
+    assert endpoints.broker_management_url == "http://10.213.0.2:48000"
+    assert "@10.213.0.2:47101/" in (endpoints.services["orders"].database_url or "")
+    # An explicit host wins (the stack passes none: the engine's).
+    assert endpoints_of(system, "p", CONTAINERS[:5], at="[fd00::2]").services["orders"].url == (
+        "http://[fd00::2]:47100"
+    )

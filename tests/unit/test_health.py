@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from integration.errors import StackError
-from integration.health import HealthTimeout, Probe, collapse_repeats, likely_cause, wait_for_service_health
+from integration.health import (
+    AMQP_HEADER,
+    READY,
+    HealthTimeout,
+    Probe,
+    collapse_repeats,
+    likely_cause,
+    probe_all,
+    probe_amqp,
+    probe_postgres,
+    wait_for_service_health,
+    wait_until_ready,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -117,3 +132,96 @@ def test_no_cause_is_made_up():
 def test_repeated_log_lines_are_shown_once_with_their_count():
     assert collapse_repeats("a\nb\nb\nb\nc\n") == "a\nb  (3 times)\nc\n"
     assert collapse_repeats("") == ""
+
+
+# -- the infrastructure's host-side probes -----------------------------------------------------------
+
+
+def _serve_once(reply: bytes) -> tuple[int, threading.Thread, list[bytes]]:
+    """A TCP server on 127.0.0.1 that reads what a client sends first, answers `reply` and closes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, listener:
+            received.append(connection.recv(8))
+            connection.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread, received
+
+
+def _method_frame(class_id: int, method_id: int, frame_type: int = 1, channel: int = 0) -> bytes:
+    payload = struct.pack(">HH", class_id, method_id) + b"\x00\x09"
+    return struct.pack(">BHI", frame_type, channel, len(payload)) + payload + b"\xce"
+
+
+def test_amqp_probe_is_ready_on_connection_start_after_sending_the_protocol_header():
+    port, thread, received = _serve_once(_method_frame(10, 10))
+    assert probe_amqp("127.0.0.1", port, timeout=5) == READY
+    thread.join(5)
+    assert received == [AMQP_HEADER]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"", "closed the connection"),  # a port proxy that accepts and drops: the broker is not up
+        (_method_frame(10, 50), "method 10.50 is not connection.start"),  # connection.close
+        (_method_frame(10, 10, channel=1), "channel 1 is not connection.start"),
+        (b"AMQP\x00\x00\x09\x01", "refused protocol 0-9-1"),  # a protocol-header refusal
+    ],
+    ids=["closed", "close-method", "other-channel", "header-refusal"],
+)
+def test_amqp_probe_is_not_ready_on_anything_else(reply, error):
+    port, thread, _ = _serve_once(reply)
+    probe = probe_amqp("127.0.0.1", port, timeout=5)
+    thread.join(5)
+    assert probe.status is None and error in str(probe)
+
+
+def test_amqp_probe_names_a_refused_connection():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]  # bound, not listening: refused
+        probe = probe_amqp("127.0.0.1", port, timeout=2)
+    assert probe.status is None and "refused" in str(probe).lower()
+
+
+def test_postgres_probe_is_not_ready_without_a_server():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        probe = probe_postgres("127.0.0.1", port, user="u", password="p", database="d", timeout=2)
+    assert probe.status is None and "OperationalError" in str(probe)
+
+
+def test_probe_all_stops_at_the_first_probe_that_is_not_ready():
+    calls: list[str] = []
+
+    def probe(name: str, seen: Probe) -> Callable[[], Probe]:
+        def run() -> Probe:
+            calls.append(name)
+            return seen
+
+        return run
+
+    waiting = Probe(error="not yet")
+    assert probe_all(probe("a", READY), probe("b", waiting), probe("c", READY)) == waiting
+    assert calls == ["a", "b"]
+    assert probe_all(probe("d", READY)) == READY
+
+
+def test_wait_until_ready_polls_a_protocol_probe_until_it_is_ready():
+    answers = iter([Probe(error="refused"), Probe(error="starting"), READY])
+    waited = wait_until_ready(lambda: next(answers), url="amqp://x", timeout=30, interval=0.01)
+    assert waited < 30
+    with pytest.raises(HealthTimeout) as caught:
+        wait_until_ready(
+            lambda: Probe(error="refused"), url="amqp://x", name="broker", timeout=0.2, interval=0.01
+        )
+    assert caught.value.name == "broker" and "refused" in str(caught.value)

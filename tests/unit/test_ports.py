@@ -233,3 +233,64 @@ def test_owner_of_a_real_listener_is_this_process():
 
     assert owner is not None
     assert f"(pid {os.getpid()})" in owner
+
+
+# --- a remote engine: what it has bound, what answers on its host ------------------------------------
+
+
+def test_a_remote_plan_skips_what_the_engine_bound_and_what_answers_on_its_host():
+    from integration.ports import engine_port_check
+
+    asked: list[tuple[str, int]] = []
+
+    def answers(host: str, port: int) -> bool:
+        asked.append((host, port))
+        return port == DEFAULT_BASE + 10  # another process listens there on the engine's host
+
+    is_free = engine_port_check({DEFAULT_BASE}, "10.213.0.2", answers)
+    assert not is_free(DEFAULT_BASE) and not is_free(DEFAULT_BASE + 10) and is_free(DEFAULT_BASE + 20)
+    assert ("10.213.0.2", DEFAULT_BASE + 20) in asked
+    assert ("10.213.0.2", DEFAULT_BASE) not in asked  # bound by a container: no connect needed
+
+
+def test_remote_fallbacks_come_from_the_ephemeral_range_outside_what_the_engine_bound():
+    import random
+
+    from integration.ports import EPHEMERAL, engine_port_check, unclaimed_port
+
+    claimed = {DEFAULT_BASE, DEFAULT_BASE + 1, DEFAULT_BASE + 10}
+    plan = plan_ports(
+        SHOP,
+        engine_port_check(claimed, "10.213.0.2", lambda _h, _p: False),
+        free_port=unclaimed_port(claimed, random.Random(7)),
+        bind_address="10.213.0.2",
+    )
+    ports = all_ports(plan)
+    assert plan.bind_address == "10.213.0.2"
+    assert len(ports) == len(set(ports)) and not claimed & set(ports)
+    moved = [p for p in ports if not DEFAULT_BASE <= p <= DEFAULT_BASE + 901]
+    assert len(moved) == 3 and all(EPHEMERAL[0] <= p <= EPHEMERAL[1] for p in moved)
+
+
+def test_unclaimed_port_gives_up_when_everything_it_tries_is_bound():
+    import random
+
+    from integration.ports import unclaimed_port
+
+    class Same(random.Random):
+        def randint(self, a: int, b: int) -> int:
+            return 40000
+
+    with pytest.raises(StackError, match="is bound on the engine's host"):
+        unclaimed_port({40000}, Same())()
+
+
+def test_port_answers_sees_a_listener_and_not_a_closed_port():
+    from integration.ports import port_answers
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port_answers("127.0.0.1", port)
+    assert not port_answers("127.0.0.1", port)

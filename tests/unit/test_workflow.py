@@ -66,8 +66,10 @@ CONTEXTS = {
 WORKFLOW_LEVEL_CONTEXTS = {"github", "inputs", "vars", "secrets", "env"}
 PINNED = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_./-]+)?@v\d+")
 # Sessions of these tags start containers: their jobs need an engine and keep the failed run's folder.
-DOCKER_TAGS = {"tests", "integration"}
-PYTEST_TAGS = {"mock", "tests", "integration"}
+DOCKER_TAGS = {"tests", "integration", "podman"}
+PYTEST_TAGS = {"mock", "tests", "integration", "podman"}
+# Where each tag's sessions keep a failed run's folder (the Podman session keeps its own, apart).
+RUN_FOLDERS = {"podman": "compose/podman/runs/"}
 # The sharded integration jobs (`--shard K/N`, N = the workflow's INTEGRATION_SHARDS) and the job that
 # merges their JUnit reports: the one job without a matrix besides the listing job.
 SHARDED_JOB = "integration"
@@ -337,10 +339,11 @@ def _check_jobs(doc: dict[str, Any], listed: dict[str, list[dict[str, Any]]]) ->
             ):
                 problems.append(f"jobs.{job_id}: nox is not asked for JUnit XML in compose/junit/")
         if needs_docker:
-            failed = uploads.get("compose/runs/")
+            folder = next((RUN_FOLDERS[tag] for tag in sorted(tags) if tag in RUN_FOLDERS), "compose/runs/")
+            failed = uploads.get(folder)
             if failed is None or failed.get("if") != "failure()":
                 problems.append(
-                    f"jobs.{job_id}: the failed run's folder (compose/runs/) not uploaded if: failure()"
+                    f"jobs.{job_id}: the failed run's folder ({folder}) not uploaded if: failure()"
                 )
         for path, step in uploads.items():
             if "${{" not in str((step.get("with") or {}).get("name", "")):
