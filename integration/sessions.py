@@ -199,6 +199,8 @@ def tests(session: nox.Session) -> None:
         "python",
         "-m",
         "pytest",
+        # The slowest tests, so that a CI run that nears its time limit says where the time went.
+        "--durations=25",
         *(session.posargs or ["tests"]),
         env={"INTEGRATION_COMPOSE_DIR": str(COMPOSE_DIR)},
     )

@@ -26,8 +26,9 @@ root=$(cd "$root" && pwd)
 
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 PYTHON=${PYTHON:-python3}
+# The modules a build runs, not only the CLI: the CLI imports them (and their dependencies) lazily.
 has_toolkit() {
-    "$1" -c 'import integration.cli' >/dev/null 2>&1
+    "$1" -c 'import integration.cli, integration.discovery, integration.images' >/dev/null 2>&1
 }
 if ! has_toolkit "$PYTHON"; then
     venv=$here/.venv
