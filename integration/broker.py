@@ -156,16 +156,21 @@ class BrokerAdmin:
                 )
             time.sleep(interval)
 
-    def queues(self) -> list[QueueState]:
-        """Every queue of the vhost with its counters as last reported (see the module's note on lag)."""
-        columns = "name,messages_ready,messages_unacknowledged,consumers"
-        response = self._request("GET", "queues", self.vhost, params={"columns": columns})
+    def _listing(self, params: Mapping[str, str]) -> list[Any]:
+        """The vhost's queue listing as JSON, or BrokerError naming the URL and the start of the answer."""
+        response = self._request("GET", "queues", self.vhost, params=params)
         try:
             items = response.json()
         except ValueError:
             raise BrokerError(
                 f"GET {response.request.url}: the answer is not JSON: {response.text[:100]}"
             ) from None
+        return items if isinstance(items, list) else []
+
+    def queues(self) -> list[QueueState]:
+        """Every queue of the vhost with its counters as last reported (see the module's note on lag)."""
+        columns = "name,messages_ready,messages_unacknowledged,consumers"
+        items = self._listing(params={"columns": columns})
         return sorted(
             (
                 QueueState(
@@ -192,13 +197,7 @@ class BrokerAdmin:
 
     def queue_names(self) -> list[str]:
         """The names of the vhost's queues (no counters: the cheapest listing)."""
-        response = self._request("GET", "queues", self.vhost, params={"columns": "name"})
-        try:
-            items = response.json()
-        except ValueError:
-            raise BrokerError(
-                f"GET {response.request.url}: the answer is not JSON: {response.text[:100]}"
-            ) from None
+        items = self._listing(params={"columns": "name"})
         return sorted(str(item["name"]) for item in items if isinstance(item, Mapping) and "name" in item)
 
     def purge_all(self, known: Iterable[str] = ()) -> list[str]:
