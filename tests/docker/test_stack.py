@@ -193,15 +193,32 @@ def test_a_leftover_of_a_crashed_run_is_cleared_by_the_next_run(echo, project, t
     assert project_resources(project) == ([], [], [])
 
 
+def hold_default_ports(system: SystemSpec, holders: ExitStack) -> tuple[int, set[int]]:
+    """Listens on every port a stack would take by default from a free block, and returns the block's
+    base and those ports. free_port_base checks a few offsets only, and another test's stack or an
+    outgoing connection may take a port of the block meanwhile: such a block is given back and
+    another one is tried, so the test always holds all of them itself."""
+    for _ in range(20):
+        base = free_port_base()
+        defaults = plan_ports(system, is_free=lambda port: True, base=base)
+        ports = {port for by_container in defaults.ports.values() for port in by_container.values()}
+        attempt = ExitStack()
+        try:
+            for port in ports:
+                listener = attempt.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                listener.bind(("127.0.0.1", port))
+                listener.listen()
+        except OSError:
+            attempt.close()
+            continue
+        holders.enter_context(attempt)
+        return base, ports
+    raise RuntimeError("no block of default ports could be held")
+
+
 def test_taken_default_ports_move_the_stack_to_other_ports(echo, project, tmp_path):
-    base = free_port_base()
-    defaults = plan_ports(echo.system, is_free=lambda port: True, base=base)
-    default_ports = {port for by_container in defaults.ports.values() for port in by_container.values()}
     with ExitStack() as holders:
-        for port in default_ports:
-            listener = holders.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            listener.bind(("127.0.0.1", port))
-            listener.listen()
+        base, default_ports = hold_default_ports(echo.system, holders)
         assert not any(port_is_free(port) for port in default_ports)
 
         with open_stack(
