@@ -37,6 +37,8 @@ STANDINS = {
     "integration/standins/postgres/entrypoint.sh",
     "integration/standins/rabbitmq/Dockerfile",
     "integration/standins/rabbitmq/entrypoint.sh",
+    "integration/standins/rabbitmq/integration_preload.erl",
+    "integration/standins/rabbitmq/preload-list.erl",
     "integration/standins/python/Dockerfile",
 }
 TIMEOUT = 900

@@ -188,6 +188,21 @@ def test_rabbitmq_management_api_answers_guest_and_it_stops_on_its_signal(run):
     assert {"management_version", "node"} <= set(answer)
     assert httpx.get(url, auth=("guest", "wrong"), timeout=GENEROUS).status_code == 401
 
+    # The boot's modules were loaded in parallel (integration_preload.erl): the node ran the preload,
+    # and its list, made when the image was built, holds every module the booted node has loaded
+    # beyond the emulator's own.
+    unlisted = container.execute(
+        [
+            "rabbitmqctl",
+            "eval",
+            '{ok, [Listed]} = file:consult("/usr/local/lib/integration-preload/modules"), '
+            "{code:is_loaded(integration_preload), "
+            "[M || {M, _} <- code:all_loaded(), not lists:member(M, Listed ++ erlang:pre_loaded())]}.",
+        ]
+    )
+    assert "integration_preload.beam" in unlisted
+    assert unlisted.replace("\n", "").replace(" ", "").endswith(",[integration_preload]}"), unlisted
+
     stopped, exit_code = timed_stop(container, grace=STOP_GRACE)
     figures("rabbitmq", ready, stopped, exit_code)
     assert exit_code == 0  # the broker is PID 1 and shuts down on SIGTERM; it was not killed
