@@ -1,6 +1,7 @@
 """Endpoints: the inspected containers of a stack → where a harness reaches each service. Pure.
 
-`container_info` reads one inspection of a container (python-on-whales); `endpoints_of` turns the
+`inspect_containers` inspects containers in one engine call and `container_info` reads each one's
+document; `endpoints_of` turns the
 containers of a project into the `StackEndpoints` of one xdist worker (or of the serial stack), with
 the host ports the engine really bound, at the host the harness reaches the engine's published ports on
 (`host`: 127.0.0.1 for a local engine, integration.engine for a remote one). A service without a
@@ -9,13 +10,14 @@ published port is a `MissingEndpoint`, which the stack reports with its containe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from python_on_whales import Container, DockerClient
-from python_on_whales.components.container.models import ContainerInspectResult
+from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run as run_docker
 
 from .engine import engine_host
 from .model import (
@@ -31,6 +33,9 @@ from .model import (
     worker_database,
     worker_vhost,
 )
+
+PROJECT_LABEL = "com.docker.compose.project"  # compose's labels on the containers it creates
+ONE_OFF_LABEL = "com.docker.compose.oneoff"
 
 
 def host() -> str:
@@ -56,38 +61,64 @@ class ContainerInfo:
     container_id: str = ""
 
 
-def _snapshot(container: Container) -> ContainerInspectResult:
-    """The one private API of python-on-whales the toolkit uses: a container's inspection as one
-    snapshot. Its public attributes run `docker inspect` again on every read that comes more than 10 ms
-    after the last one, which made reading five containers take seconds on a busy machine, and it has
-    no public way to read them all from one inspection."""
-    cached = getattr(container, "_inspect_result", None)
-    return cached if isinstance(cached, ContainerInspectResult) else container._get_inspect_result()
+def inspect_containers(client: DockerClient, container_ids: Sequence[str]) -> list[ContainerInfo]:
+    """One `docker container inspect` of `container_ids`, read from the engine's JSON. python-on-whales
+    runs the same command; its models then take about 20 ms per container to parse (100 ms for a stack
+    of five, against 25 ms for the engine call), and the start reads its containers every second while
+    it waits. Raises DockerException as python-on-whales does (NoSuchContainer for one that is gone)."""
+    if not container_ids:
+        return []
+    output = run_docker(
+        [*client.client_config.docker_cmd, "container", "inspect", *container_ids], return_stderr=False
+    )
+    documents = json.loads(output or "[]")
+    return [container_info(document) for document in documents if isinstance(document, dict)]
 
 
-def container_info(container: Container) -> ContainerInfo:
-    snapshot = _snapshot(container)
-    labels = (snapshot.config.labels if snapshot.config else None) or {}
+def project_containers(client: DockerClient, project: str) -> list[ContainerInfo]:
+    """The containers of compose project `project` (stopped ones too; not `compose run`'s one-off
+    containers), as `compose ps` lists them: found by compose's labels in one engine call, then one
+    inspect. `compose ps` starts the compose plugin and reads the project: four times slower."""
+    listed = client.container.list(
+        all=True,
+        filters=[("label", f"{PROJECT_LABEL}={project}"), ("label", f"{ONE_OFF_LABEL}=False")],
+    )
+    return inspect_containers(client, [container.id for container in listed])
+
+
+def _mapping(document: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = document.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _host_ports(bindings: object) -> dict[int, int]:
+    """{"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "47101"}], ...} -> {5432: 47101}."""
     ports: dict[int, int] = {}
-    network = snapshot.network_settings
-    for key, bindings in ((network.ports if network else None) or {}).items():
-        private = int(key.split("/")[0])
-        for binding in bindings or []:
-            host_port = binding.get("HostPort") if isinstance(binding, dict) else None
-            if host_port:
-                ports[private] = int(host_port)
-    state = snapshot.state
-    health = state.health.status if state is not None and state.health else None
-    name = (snapshot.name or "").removeprefix("/")
+    for key, entries in (bindings if isinstance(bindings, Mapping) else {}).items():
+        for entry in entries if isinstance(entries, list) else []:
+            host_port = str(entry.get("HostPort") or "") if isinstance(entry, Mapping) else ""
+            private = str(key).split("/")[0]
+            if host_port.isdigit() and private.isdigit():
+                ports[int(private)] = int(host_port)
+    return ports
+
+
+def container_info(document: Mapping[str, object]) -> ContainerInfo:
+    """One container's `docker inspect` document."""
+    labels = _mapping(_mapping(document, "Config"), "Labels")
+    state = _mapping(document, "State")
+    health = _mapping(state, "Health").get("Status")
+    name = str(document.get("Name") or "").removeprefix("/")
+    exit_code = state.get("ExitCode")
     return ContainerInfo(
-        service=labels.get("com.docker.compose.service", name),
+        service=str(labels.get("com.docker.compose.service", name)),
         name=name,
-        state=(state.status if state is not None else None) or "unknown",
-        exit_code=(state.exit_code if state is not None else None) or 0,
-        health=health,
-        image_id=snapshot.image or "",
-        ports=ports,
-        container_id=snapshot.id or "",
+        state=str(state.get("Status") or "unknown"),
+        exit_code=exit_code if isinstance(exit_code, int) else 0,
+        health=str(health) if health else None,
+        image_id=str(document.get("Image") or ""),
+        ports=_host_ports(_mapping(document, "NetworkSettings").get("Ports")),
+        container_id=str(document.get("Id") or ""),
     )
 
 
@@ -96,25 +127,19 @@ def published_ports(client: DockerClient) -> set[int]:
     `docker inspect` of all of them: what a remote engine has bound, where local probes see nothing."""
     try:
         ids = [c.id for c in client.container.list(all=True)]
-        inspected = client.container.inspect(ids) if ids else []
-    except DockerException:
-        return set()
-    ports: set[int] = set()
-    for container in inspected:
-        try:
-            snapshot = _snapshot(container)
-        except DockerException:
-            continue  # removed meanwhile
-        sources = (
-            (snapshot.host_config.port_bindings if snapshot.host_config else None) or {},
-            (snapshot.network_settings.ports if snapshot.network_settings else None) or {},
+        output = (
+            run_docker([*client.client_config.docker_cmd, "container", "inspect", *ids], return_stderr=False)
+            if ids
+            else ""
         )
-        for bindings in sources:
-            for entries in bindings.values():
-                for entry in entries or []:
-                    host_port = entry.get("HostPort") if isinstance(entry, dict) else entry.host_port
-                    if host_port:
-                        ports.add(int(host_port))
+    except DockerException:
+        return set()  # one of them was removed meanwhile: the next plan asks again
+    ports: set[int] = set()
+    for document in json.loads(output or "[]"):
+        if isinstance(document, Mapping):
+            # A created container has its bindings in HostConfig only; a running one in both.
+            ports.update(_host_ports(_mapping(document, "HostConfig").get("PortBindings")).values())
+            ports.update(_host_ports(_mapping(document, "NetworkSettings").get("Ports")).values())
     return ports
 
 

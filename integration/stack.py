@@ -33,10 +33,12 @@ from python_on_whales.exceptions import DockerException
 from .compose import dump_compose, render_compose, write_atomically
 from .diagnostics import logs_tail, port_race_headline, port_taken, save_run_folder
 from .endpoints import (
+    PROJECT_LABEL,
     ContainerInfo,
     MissingEndpoint,
-    container_info,
     endpoints_of,
+    inspect_containers,
+    project_containers,
     published_database_url,
     published_ports,
 )
@@ -74,7 +76,6 @@ Reporter = Callable[[str], None]
 MIN_COMPOSE_VERSION = (2, 20)
 LOG_TAIL_LINES = 50
 STATE_FOLDER = ".reuse"  # in the compose folder; it ignores itself in git
-PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 _checked_compose: dict[int, str] = {}
 
@@ -389,7 +390,7 @@ class Stack:
         if not container_ids:
             return []
         try:
-            return [container_info(c) for c in self.client.container.inspect(container_ids)]
+            return inspect_containers(self.client, container_ids)
         except DockerException:
             pass  # one of them is gone: look at what the project has instead
         try:
@@ -541,11 +542,7 @@ class Stack:
     # -- inspection ------------------------------------------------------------------------------------
 
     def containers(self) -> list[ContainerInfo]:
-        containers = self.client.compose.ps(all=True)
-        if not containers:
-            return []
-        inspected = self.client.container.inspect([c.id for c in containers])
-        return [container_info(c) for c in inspected]
+        return project_containers(self.client, self.project)
 
     def _failure_message(self, headline: str, output: str = "") -> str:
         parts = [f"{headline} (project {self.project}, compose file {self.compose_file})"]

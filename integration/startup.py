@@ -1,9 +1,10 @@
-"""The start of a stack: every container created at once, each started as soon as what it needs answers.
+"""The start of a stack: the broker and the databases first, each service as soon as what it needs answers.
 
 `Startup(stack).run()` is what `Stack` runs for an `up` (fresh, or a reused stack brought up to date):
 
-1. `compose up --no-start` creates every container (and the network) of the file in one call, and
-   removes the containers of services the file no longer has;
+1. `compose up --no-start` creates the broker's and the databases' containers (and the network), which
+   are checked (step 2) and started (step 3) at once; then a second one creates the services' (and
+   removes the containers of services the file no longer has) while the broker boots;
 2. before anything starts, every container's image is checked: a service container must have the image id
    verified fresh before `up` (`Stack.expected_images`), the broker and each database the id their image
    tag names now (a stand-in rebuilt on a new base is a new image, and a container created from the old one
@@ -87,22 +88,39 @@ class Startup:
         stack = self.stack
         self.began = time.monotonic()
         self._abort.clear()
-        stack.client.compose.up(
-            detach=True, start=False, remove_orphans=True, pull="never", quiet=True, no_build=True
-        )
-        stack.timings["create"] = time.monotonic() - self.began
-        infos = stack.containers()
-        self.verify_images(infos)
-        ids = {info.service: info.container_id for info in infos}
         needs = self.needs()
-        missing = sorted(set(needs) - set(ids))
-        if missing:
-            raise StackError(stack._failure_message(f"compose created no container for {', '.join(missing)}"))
+        infrastructure = sorted(self._infrastructure())
         ready: set[str] = set()
         started: set[str] = set()
         probes: dict[Future[float], str] = {}
+        early: dict[str, ContainerInfo] = {}
         with ThreadPoolExecutor(max_workers=len(needs) + 1) as pool:
             try:
+                # The broker's boot is the critical path: its container and the databases' are created,
+                # checked and started first; compose creates the services' containers meanwhile.
+                if infrastructure:
+                    self._create(infrastructure)
+                    early.update((i.service, i) for i in stack.containers() if i.service in infrastructure)
+                    self.verify_images(list(early.values()))
+                    for name in infrastructure:
+                        if name in early and not needs[name]:
+                            started.add(name)
+                            probes[pool.submit(self._start_and_wait, name, early[name].container_id)] = name
+                self._create(None)
+                stack.timings["create"] = time.monotonic() - self.began
+                infos = stack.containers()
+                self.verify_images(infos)
+                ids = {info.service: info.container_id for info in infos}
+                missing = sorted(set(needs) - set(ids))
+                if missing:
+                    raise StackError(
+                        stack._failure_message(f"compose created no container for {', '.join(missing)}")
+                    )
+                replaced = sorted(name for name in started if ids[name] != early[name].container_id)
+                if replaced:  # never: the file did not change between the two calls
+                    raise StackError(
+                        stack._failure_message(f"compose recreated the started {', '.join(replaced)}")
+                    )
                 while True:
                     startable = sorted(n for n in needs if n not in started and needs[n] <= ready)
                     for name in startable:
@@ -128,6 +146,19 @@ class Startup:
         if unmet:  # a need nothing provides (a call to an unknown service is refused when the model loads)
             raise StackError(stack._failure_message(f"nothing could start {', '.join(unmet)}"))
         stack.timings["start"] = time.monotonic() - self.began
+
+    def _create(self, services: list[str] | None) -> None:
+        """`compose up --no-start` of `services` (None: every service of the file), which also removes
+        the containers of services the file no longer has."""
+        self.stack.client.compose.up(
+            services=services,
+            detach=True,
+            start=False,
+            remove_orphans=True,
+            pull="never",
+            quiet=True,
+            no_build=True,
+        )
 
     def needs(self) -> dict[str, set[str]]:
         """Compose service -> what must be ready before it starts."""
