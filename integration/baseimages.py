@@ -18,6 +18,7 @@ reuses it and a changed recipe rebuilds it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .model import (
     OFFLINE_PYTHON_IMAGE,
     BaseImages,
 )
-from .podman import classic_build_quietly, is_podman
+from .podman import PODMAN_COMPONENT, classic_build_quietly, is_podman
 
 log = logging.getLogger("integration.images")
 
@@ -419,21 +420,42 @@ def resolve_base_images(
     return chosen, outcomes
 
 
-def locally_available(configured: BaseImages | None = None, client: DockerClient = docker) -> BaseImages:
+def _standins_of(configured: BaseImages) -> dict[str, StandIn]:
+    """Each kind's stand-in; a PostgreSQL major without one has none: the configured image or nothing."""
+    candidates: dict[str, StandIn] = {}
+    for kind in KINDS:
+        try:
+            candidates[kind] = standin_for(kind, getattr(configured, kind))
+        except BuildError:
+            continue
+    return candidates
+
+
+def base_image_names(configured: BaseImages) -> list[str]:
+    """Every image `locally_available` may ask about: each configured image and its stand-in."""
+    names = [getattr(configured, kind) for kind in KINDS]
+    return names + [standin.image for standin in _standins_of(configured).values()]
+
+
+def locally_available(
+    configured: BaseImages | None = None,
+    client: DockerClient = docker,
+    catalog: ImageCatalog | None = None,
+) -> BaseImages:
     """The images `resolve_base_images` chose, found without pulling or building anything.
 
     A configured image present locally wins; otherwise its stand-in, when that exists. This is what the
-    freshness check and the stack use, so that they agree with the build step.
+    freshness check and the stack use, so that they agree with the build step. The engine is asked once
+    for all of them (`ImageCatalog`), or `catalog` answers: one the caller took for the whole check.
     """
     configured = configured or configured_base_images()
+    candidates = _standins_of(configured)
+    if catalog is None:
+        catalog = ImageCatalog(client, base_image_names(configured))
     chosen = configured
-    for kind in KINDS:
+    for kind, standin in candidates.items():
         image = getattr(configured, kind)
-        try:
-            standin = standin_for(kind, image)
-        except BuildError:  # no stand-in for this PostgreSQL major: the configured image or nothing
-            continue
-        if image != standin.image and not client.image.exists(image) and client.image.exists(standin.image):
+        if image != standin.image and not catalog.exists(image) and catalog.exists(standin.image):
             chosen = replace(chosen, **{kind: standin.image})
     return chosen
 
@@ -455,9 +477,13 @@ class FromImages:
         for_build: bool,
         configured: BaseImages | None = None,
         chosen: BaseImages | None = None,
+        catalog: ImageCatalog | None = None,
     ) -> None:
         self.client = client
         self.for_build = for_build
+        if catalog is not None and for_build:
+            raise ValueError("a build pulls and builds: it asks the engine itself, never a snapshot")
+        self.catalog = catalog
         self.configured = configured
         # Configured images that `resolve_base_images` already replaced: not pulled a second time.
         self._unpullable = (
@@ -475,6 +501,12 @@ class FromImages:
     def _decide(self, image: str) -> str:
         if not IMAGE_RE.fullmatch(image):
             return image  # not an image reference: the build says what is wrong with it
+        if self.catalog is not None:
+            # The check: only what is present counts, as `_usable(..., pull=False)` would say.
+            if self.catalog.exists(image):
+                return image
+            standin = standin_replacing(image, self.configured)
+            return standin.image if standin is not None and self.catalog.exists(standin.image) else image
         pull = self.for_build and image not in self._unpullable
         if _usable(self.client, image, pull=pull) is not None:
             return image
@@ -487,10 +519,197 @@ class FromImages:
         return standin.image if self.client.image.exists(standin.image) else image
 
 
+# --- one snapshot of the local images, for the freshness check -------------------------------------------
+
+# Docker's reference grammar (distribution/reference), kept strict: a name outside it is asked directly.
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# What else the engine resolves a name to once no tag has it: an image id prefix (`abc123`,
+# `sha256:abc123`) and, in older engines, the deprecated `repo:<short id>`.
+_ID_PREFIX = re.compile(r"(?:sha256:)?[0-9a-f]+")
+_SHORT_ID = re.compile(r"[0-9a-f]{12}")
+_DEFAULT_DOMAIN = "docker.io"
+
+
+def canonical_reference(name: str) -> str | None:
+    """`name` as the engine resolves a tag: `domain/path:tag`, with Docker Hub's implicit `docker.io`,
+    `library/` and `:latest` filled in (`postgres` -> `docker.io/library/postgres:latest`). None for a
+    name the catalog does not answer: a digest reference, an id, anything outside Docker's grammar."""
+    if len(name) > 255 or "@" in name:
+        return None
+    first, slash, rest = name.partition("/")
+    # Docker's rule: the first component is a registry when it has a dot or a port, or is localhost.
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        if not _DOMAIN.fullmatch(first):
+            return None
+        domain = "docker.io" if first == "index.docker.io" else first
+    else:
+        domain, rest = _DEFAULT_DOMAIN, name
+    path, colon, tag = rest.partition(":")
+    if not colon:
+        tag = "latest"
+    if ":" in tag or not _TAG.fullmatch(tag):
+        return None
+    if not all(_PATH_COMPONENT.fullmatch(part) for part in path.split("/")):
+        return None
+    if domain == _DEFAULT_DOMAIN and "/" not in path:
+        path = f"library/{path}"
+    return f"{domain}/{path}:{tag}"
+
+
+def familiar_reference(canonical: str) -> str:
+    """The short form the engine shows, and that its `reference` filter matches: `docker.io/library/x:t`
+    -> `x:t`, `docker.io/user/x:t` -> `user/x:t` (a filter of the long form matches nothing)."""
+    prefix = f"{_DEFAULT_DOMAIN}/"
+    if not canonical.startswith(prefix):
+        return canonical
+    short = canonical[len(prefix) :]
+    repository = short.rpartition(":")[0]
+    if repository.startswith("library/") and repository.count("/") == 1:
+        short = short[len("library/") :]
+    return short
+
+
+def _resolvable_otherwise(name: str) -> bool:
+    """Whether the engine could find an image for `name` that no tag names (an id prefix, `repo:<id>`):
+    the snapshot's "absent" is then not the engine's answer."""
+    tag = name.rpartition("/")[2].partition(":")[2]
+    return bool(_ID_PREFIX.fullmatch(name) or _SHORT_ID.fullmatch(tag[:12]))
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the freshness check reads of one local image."""
+
+    id: str
+    labels: Mapping[str, str]
+
+
+def _engine_key(client: DockerClient) -> tuple[str, ...]:
+    # The CLI reads DOCKER_HOST and DOCKER_CONTEXT itself: they pick the engine as much as the command.
+    docker_cmd = tuple(str(part) for part in client.client_config.docker_cmd)
+    return (*docker_cmd, os.environ.get("DOCKER_HOST", ""), os.environ.get("DOCKER_CONTEXT", ""))
+
+
+# Engines `engine_check` heard answer: key -> whether it is Docker's own (not Podman).
+_DOCKER_ENGINES: dict[tuple[str, ...], bool] = {}
+
+
+def _remember_engine(client: DockerClient, version: object) -> None:
+    if not isinstance(client, DockerClient):
+        return  # a test double: never snapshotted (`_snapshots_reliably`)
+    components = getattr(getattr(version, "server", None), "components", None)
+    if isinstance(components, list):
+        names = {getattr(component, "name", None) for component in components}
+        _DOCKER_ENGINES[_engine_key(client)] = PODMAN_COMPONENT not in names
+
+
+def _snapshots_reliably(client: DockerClient) -> bool:
+    """Whether the catalog may answer from a snapshot: a real client of Docker's engine. Podman names
+    its images otherwise (`localhost/...`, always a registry) and resolves short names by its own rules;
+    a test double has no CLI to list with. Both are asked image by image, as before."""
+    if not isinstance(client, DockerClient):
+        return False
+    known = _DOCKER_ENGINES.get(_engine_key(client))
+    return (not is_podman(client)) if known is None else known
+
+
+class ImageCatalog:
+    """The local images the freshness check asks about, from one snapshot taken when it is made.
+
+    One `docker image ls` with a `reference` filter per name gives the id of every present name, and one
+    `docker image inspect` of the ids in `labelled` their labels: two engine calls instead of one or two
+    per name. Answers are those of `client.image.exists` / `inspect` at the snapshot's time. A name the
+    snapshot cannot answer as the engine would (outside Docker's grammar, a digest, an id, one that was
+    not listed, an absent one the engine might still resolve as an id) is asked directly, once.
+
+    For the check only: the build pulls and builds, so a snapshot taken before would be out of date.
+    """
+
+    def __init__(
+        self, client: DockerClient = docker, names: Iterable[str] = (), labelled: Iterable[str] = ()
+    ) -> None:
+        self.client = client
+        self._ids: dict[str, str] = {}  # canonical reference -> image id, for the listed names
+        self._labels: dict[str, Mapping[str, str]] = {}  # image id -> labels, for the inspected ids
+        self._listed: set[str] = set()  # canonical references the snapshot answers
+        self._asked: dict[str, ImageFacts | None] = {}  # names asked directly
+        wanted = {c for c in map(canonical_reference, dict.fromkeys(names)) if c is not None}
+        if wanted and _snapshots_reliably(client):
+            self._take(client, sorted(wanted), set(labelled))
+
+    def _take(self, client: DockerClient, wanted: list[str], labelled: set[str]) -> None:
+        listing = [*client.client_config.docker_cmd, "image", "ls", "--no-trunc"]
+        listing += ["--format", "{{.ID}} {{.Repository}}:{{.Tag}}"]
+        listing += [f"--filter=reference={familiar_reference(c)}" for c in wanted]
+        try:
+            output = run_docker(listing, return_stderr=False)
+        except DockerException:
+            return  # nothing listed: every name is asked directly
+        ids: dict[str, str] = {}
+        for line in (output or "").splitlines():
+            image_id, _, reference = line.strip().partition(" ")
+            canonical = canonical_reference(reference)
+            if canonical is not None and image_id:
+                ids[canonical] = image_id
+        inspect = sorted({ids[c] for c in map(canonical_reference, labelled) if c in ids})
+        if inspect:
+            try:
+                inspecting = [*client.client_config.docker_cmd, "image", "inspect", *inspect]
+                found = json.loads(run_docker(inspecting, return_stderr=False) or "[]")
+            except (DockerException, json.JSONDecodeError):
+                return  # an image went away between the two calls: no snapshot, every name asked directly
+            for image in found:
+                self._labels[image["Id"]] = (image.get("Config") or {}).get("Labels") or {}
+        self._ids = {c: ids[c] for c in wanted if c in ids}
+        self._listed = set(wanted)
+
+    def _listed_id(self, name: str) -> tuple[bool, str | None]:
+        """(whether the snapshot answers `name`, the id it lists for it or None when it lists none)."""
+        canonical = canonical_reference(name)
+        if canonical is None or canonical not in self._listed:
+            return False, None
+        image_id = self._ids.get(canonical)
+        # An absent name the engine might still resolve (an id prefix): the snapshot does not answer.
+        return (image_id is not None or not _resolvable_otherwise(name)), image_id
+
+    def facts(self, name: str) -> ImageFacts | None:
+        """The image `name` resolves to (its id and labels), or None when there is none."""
+        answered, image_id = self._listed_id(name)
+        if answered and image_id is None:
+            return None
+        if answered and image_id is not None and image_id in self._labels:
+            return ImageFacts(image_id, self._labels[image_id])
+        if name not in self._asked:
+            self._asked[name] = self._inspect(name)
+        return self._asked[name]
+
+    def _inspect(self, name: str) -> ImageFacts | None:
+        try:
+            image = self.client.image.inspect(name)
+        except NoSuchImage:
+            return None
+        config = getattr(image, "config", None)
+        return ImageFacts(image.id, (config.labels if config else None) or {})
+
+    def image_id(self, name: str) -> str | None:
+        """The id of the image `name` resolves to, or None (`client.image.inspect(name).id`)."""
+        answered, image_id = self._listed_id(name)
+        if answered:
+            return image_id
+        facts = self.facts(name)
+        return facts.id if facts else None
+
+    def exists(self, name: str) -> bool:
+        """`client.image.exists(name)`, from the snapshot when it can say."""
+        return self.image_id(name) is not None
+
+
 def engine_check(client: DockerClient = docker) -> None:
     """Fail with one actionable message when no Docker engine answers."""
     try:
-        client.version()
+        version = client.version()
     except DockerException as exc:
         raise EngineError(
             "the Docker engine does not answer "
@@ -500,6 +719,7 @@ def engine_check(client: DockerClient = docker) -> None:
         raise EngineError(
             "the docker command is not installed; on Debian run scripts/install-docker-engine.sh"
         ) from exc
+    _remember_engine(client, version)
 
 
 def build_all_standins(

@@ -113,11 +113,13 @@ def _build(system: SystemSpec, force: bool = False) -> tuple[BaseImages, dict[st
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .baseimages import locally_available
-    from .images import require_fresh
+    from .images import catalog_for_check, require_fresh
 
     system = _load(args)
     _engine()
-    ids = require_fresh(system, locally_available(system.base_images))
+    # One snapshot of the engine's images answers both the choice of base images and the freshness.
+    catalog = catalog_for_check(system)
+    ids = require_fresh(system, locally_available(system.base_images, catalog=catalog), catalog=catalog)
     for service, image_id in ids.items():
         _say(f"{service}: fresh ({image_id[:19]})")
     return 0

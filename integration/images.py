@@ -25,7 +25,7 @@ from typing import Literal
 from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 
-from .baseimages import FromImages
+from .baseimages import FromImages, ImageCatalog, base_image_names, standin_for, standin_replacing
 from .buildinputs import BuildInputs, changed_paths, compute_build_inputs
 from .dockerfile import read as read_dockerfile
 from .errors import BuildError, ConfigError, StaleImageError
@@ -67,15 +67,16 @@ def build_args_for(base_images: BaseImages) -> dict[str, str]:
     return {"PYTHON_IMAGE": base_images.python}
 
 
-def _base_identity(base_images: BaseImages, client: DockerClient) -> dict[str, str]:
+def _base_identity(
+    base_images: BaseImages, client: DockerClient, catalog: ImageCatalog | None = None
+) -> dict[str, str]:
     """The python base image's id joins the hash, so that a rebuilt base makes its services stale."""
-    try:
-        return {"<python-image-id>": client.image.inspect(base_images.python).id}
-    except NoSuchImage:
-        return {"<python-image-id>": "missing"}
+    return {"<python-image-id>": _image_id(client, base_images.python, catalog)}
 
 
-def _image_id(client: DockerClient, image: str) -> str:
+def _image_id(client: DockerClient, image: str, catalog: ImageCatalog | None = None) -> str:
+    if catalog is not None:
+        return catalog.image_id(image) or "missing"
     try:
         return client.image.inspect(image).id
     except NoSuchImage:
@@ -89,6 +90,7 @@ def _prepare(
     hash_args: Mapping[str, str],
     bases: FromImages,
     client: DockerClient,
+    catalog: ImageCatalog | None = None,
 ) -> tuple[BuildInputs, tuple[Substitution, ...]]:
     """A service's inputs and the FROM lines it is built on a stand-in for. The hash is of the original
     Dockerfile; each base image other than the python image (already in `hash_args`) adds its id."""
@@ -99,46 +101,112 @@ def _prepare(
     for _from, image in dockerfile.external_bases(build_args):
         used = bases.choose(image)
         if used != base_images.python:
-            identities[f"<FROM {image}>"] = f"{used}@{_image_id(client, used)}"
+            identities[f"<FROM {image}>"] = f"{used}@{_image_id(client, used, catalog)}"
     inputs = compute_build_inputs(system.root, service.dockerfile, hash_args, bases=identities)
     return inputs, substitutions
 
 
 def _states(
-    system: SystemSpec, base_images: BaseImages, client: DockerClient, *, for_build: bool
+    system: SystemSpec,
+    base_images: BaseImages,
+    client: DockerClient,
+    *,
+    for_build: bool,
+    catalog: ImageCatalog | None = None,
 ) -> list[ImageState]:
-    hash_args = build_args_for(base_images) | _base_identity(base_images, client)
-    bases = FromImages(client, for_build=for_build, configured=system.base_images, chosen=base_images)
+    """Every service's inputs and image. The check (`catalog`) asks one snapshot of the engine; the build
+    asks the engine directly, since it may pull and build base images on the way."""
+    hash_args = build_args_for(base_images) | _base_identity(base_images, client, catalog)
+    bases = FromImages(
+        client, for_build=for_build, configured=system.base_images, chosen=base_images, catalog=catalog
+    )
     states = []
     for service in system.services:
-        inputs, substitutions = _prepare(service, system, base_images, hash_args, bases, client)
-        states.append(replace(inspect_state(service, inputs, client), substitutions=substitutions))
+        inputs, substitutions = _prepare(service, system, base_images, hash_args, bases, client, catalog)
+        state = inspect_state(service, inputs, client, catalog=catalog)
+        states.append(replace(state, substitutions=substitutions))
     return states
 
 
-def inspect_state(service: ServiceSpec, inputs: BuildInputs, client: DockerClient = docker) -> ImageState:
-    try:
-        image = client.image.inspect(service.image)
-    except NoSuchImage:
+def images_checked(system: SystemSpec, base_images: BaseImages) -> tuple[list[str], list[str]]:
+    """(every image name the freshness check of `system` asks about, the service images among them whose
+    labels it reads): what one `ImageCatalog` must hold for the check. A Dockerfile that cannot be read
+    adds nothing here; the check itself then fails on it as before."""
+    names = [base_images.python]
+    build_args = build_args_for(base_images)
+    for service in system.services:
+        try:
+            bases = read_dockerfile(service.dockerfile).external_bases(build_args)
+        except Exception:  # only an optimisation: `_prepare` raises the real error
+            continue
+        for _from, image in bases:
+            standin = standin_replacing(image, system.base_images)
+            names += [image] if standin is None else [image, standin.image]
+    services = [service.image for service in system.services]
+    return names + services, services
+
+
+def catalog_for_check(system: SystemSpec, client: DockerClient = docker) -> ImageCatalog:
+    """One snapshot of the engine for a whole check: `locally_available(system.base_images,
+    catalog=...)` and then `require_fresh(system, base, catalog=...)` both answer from it. It holds the
+    configured base images, their stand-ins and what the check asks under either python image."""
+    configured = system.base_images
+    names = base_image_names(configured)
+    labelled: list[str] = []
+    for python in dict.fromkeys([configured.python, standin_for("python", configured.python).image]):
+        more, labelled = images_checked(system, replace(configured, python=python))
+        names += more
+    return ImageCatalog(client, names, labelled)
+
+
+def inspect_state(
+    service: ServiceSpec,
+    inputs: BuildInputs,
+    client: DockerClient = docker,
+    *,
+    catalog: ImageCatalog | None = None,
+) -> ImageState:
+    if catalog is not None:
+        facts = catalog.facts(service.image)
+        image_id, labels = (facts.id, facts.labels) if facts else (None, None)
+    else:
+        try:
+            image = client.image.inspect(service.image)
+            image_id, labels = image.id, image.config.labels or {}
+        except NoSuchImage:
+            image_id, labels = None, None
+    if image_id is None or labels is None:
         return ImageState(service.name, service.image, inputs, None, False, ("(image not built yet)",))
-    labels = image.config.labels or {}
     fresh = labels.get(LABEL_INPUTS_HASH) == inputs.inputs_hash
     changed = () if fresh else tuple(changed_paths(labels.get(LABEL_INPUTS_MANIFEST), inputs))
-    return ImageState(service.name, service.image, inputs, image.id, fresh, changed)
+    return ImageState(service.name, service.image, inputs, image_id, fresh, changed)
 
 
 def check_images(
-    system: SystemSpec, base_images: BaseImages | None = None, client: DockerClient = docker
+    system: SystemSpec,
+    base_images: BaseImages | None = None,
+    client: DockerClient = docker,
+    catalog: ImageCatalog | None = None,
 ) -> list[ImageState]:
-    """The freshness of every service image, without building (or pulling) anything."""
-    return _states(system, base_images or system.base_images, client, for_build=False)
+    """The freshness of every service image, without building (or pulling) anything.
+
+    The engine is asked once for every image the check needs (`ImageCatalog`), or `catalog` answers
+    (one taken for the whole check by the caller, `images_checked` says what it should hold)."""
+    base_images = base_images or system.base_images
+    if catalog is None:
+        names, labelled = images_checked(system, base_images)
+        catalog = ImageCatalog(client, names, labelled)
+    return _states(system, base_images, client, for_build=False, catalog=catalog)
 
 
 def require_fresh(
-    system: SystemSpec, base_images: BaseImages | None = None, client: DockerClient = docker
+    system: SystemSpec,
+    base_images: BaseImages | None = None,
+    client: DockerClient = docker,
+    catalog: ImageCatalog | None = None,
 ) -> dict[str, str]:
     """Image ids of every service, or StaleImageError naming each stale image and what changed."""
-    states = check_images(system, base_images, client)
+    states = check_images(system, base_images, client, catalog)
     stale = [s for s in states if not s.fresh]
     if stale:
         lines = []

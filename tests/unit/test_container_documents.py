@@ -53,7 +53,18 @@ def test_a_container_without_compose_labels_is_its_own_service():
 
 
 SEED = 20261202
-KEYS = ["Id", "Name", "Image", "State", "Config", "NetworkSettings", "HostConfig", "Status", "Ports", "HostPort"]
+KEYS = [
+    "Id",
+    "Name",
+    "Image",
+    "State",
+    "Config",
+    "NetworkSettings",
+    "HostConfig",
+    "Status",
+    "Ports",
+    "HostPort",
+]
 PORT_KEYS = ["5432/tcp", "8000/tcp", "15672/tcp", "53/udp"]
 
 
