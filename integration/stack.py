@@ -30,6 +30,7 @@ from pathlib import Path
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
+from .baseimages import ImageCatalog
 from .compose import dump_compose, render_compose, write_atomically
 from .diagnostics import logs_tail, port_race_headline, port_taken, save_run_folder
 from .endpoints import (
@@ -413,12 +414,10 @@ class Stack:
         tags = sorted(set(wanted.values()))
         if not tags:
             return {}
-        try:
-            images = self.client.image.inspect(tags)
-        except DockerException:
-            return {}  # a tag is gone: the containers are recreated by compose, which says why
-        ids = {tag: image.id for tag, image in zip(tags, images, strict=True)}
-        return {service: ids[tag] for service, tag in wanted.items() if tag in ids}
+        # A tag that is gone has no id here: compose then recreates its containers, and says why.
+        catalog = ImageCatalog(self.client, tags)
+        ids = {tag: catalog.image_id(tag) for tag in tags}
+        return {service: found for service, tag in wanted.items() if (found := ids[tag])}
 
     def _up_reusing(self, state: ReuseState) -> StackEndpoints:
         started = time.monotonic()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import httpx
 from python_on_whales.exceptions import DockerException
 
+from .baseimages import ImageCatalog
 from .endpoints import ContainerInfo, MissingEndpoint
 from .endpoints import host as published_host
 from .errors import StackError
@@ -309,24 +310,19 @@ class Startup:
         and the broker and the databases the image their tag names now."""
         stack = self.stack
         verify_service_images(stack, infos)
-        current: dict[str, str] = {}
+        base = stack.system.base_images
+        catalog = ImageCatalog(stack.client, [base.broker, base.postgres])  # one snapshot, two engine calls
         for info in infos:
             if info.service in stack.service_of:
                 continue
-            image = (
-                stack.system.base_images.broker
-                if info.service == BROKER_SERVICE
-                else stack.system.base_images.postgres
-            )
-            if image not in current:
-                try:
-                    current[image] = stack.client.image.inspect(image).id
-                except DockerException:
-                    continue  # removed meanwhile: the start fails on its own, with the engine's message
-            if info.image_id != current[image]:
+            image = base.broker if info.service == BROKER_SERVICE else base.postgres
+            current = catalog.image_id(image)
+            if current is None:
+                continue  # removed meanwhile: the start fails on its own, with the engine's message
+            if info.image_id != current:
                 raise StackError(
                     f"container {info.name} was created from image {info.image_id[:19]}, not {image} "
-                    f"({current[image][:19]}) as it is now; the image changed while the stack was "
+                    f"({current[:19]}) as it is now; the image changed while the stack was "
                     "starting. Start again"
                 )
 
