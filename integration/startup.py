@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 HEALTH_POLL_INTERVAL = 0.05  # seconds between two probes of one container while the stack starts
 HEALTH_LOG_LINES = 20  # a health failure's message shows this many of the container's last log lines
 WORKERS_READY = "(workers' databases and virtual hosts)"  # a pseudo-need of a shared stack's services
+BROKER_HEAD_START = 10.0  # seconds a database waits at most for the broker's `docker start` to return
 INSPECT_EVERY = 1.0  # seconds between two `docker inspect`s that look for a container that died
 
 
@@ -82,6 +83,8 @@ class Startup:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._death = ""
+        # Set once the broker's `docker start` returned (or there is none to start): see _start_and_wait.
+        self._broker_started = threading.Event()
 
     # -- the sequence ----------------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class Startup:
         stack = self.stack
         self.began = time.monotonic()
         self._abort.clear()
+        self._broker_started.clear()
         needs = self.needs()
         infrastructure = sorted(self._infrastructure())
         ready: set[str] = set()
@@ -103,10 +107,14 @@ class Startup:
                     self._create(infrastructure)
                     early.update((i.service, i) for i in stack.containers() if i.service in infrastructure)
                     self.verify_images(list(early.values()))
+                    if BROKER_SERVICE not in early:
+                        self._broker_started.set()
                     for name in infrastructure:
                         if name in early and not needs[name]:
                             started.add(name)
                             probes[pool.submit(self._start_and_wait, name, early[name].container_id)] = name
+                else:
+                    self._broker_started.set()
                 self._create(None)
                 stack.timings["create"] = time.monotonic() - self.began
                 infos = stack.containers()
@@ -195,8 +203,18 @@ class Startup:
         """Start one container and wait until it is ready. Each in a thread of its own: `docker start`
         with several containers starts them one after the other, and the engine starts them in parallel.
         Starting a container that runs already (a reused stack's) does nothing."""
+        if name != BROKER_SERVICE and name not in self.stack.service_of:
+            # A database starts once the broker's start returned: the engine sets up the containers it
+            # starts together one after another (networks, published ports), and the broker's boot is
+            # the critical path: with seven at once its start ended at 2.1 s instead of 0.9 s. The
+            # databases are ready long before the broker anyway.
+            self._broker_started.wait(timeout=BROKER_HEAD_START)
         self.stack.timings[f"start {name}"] = time.monotonic() - self.began
-        self.stack.client.container.start(container_id)
+        try:
+            self.stack.client.container.start(container_id)
+        finally:
+            if name == BROKER_SERVICE:
+                self._broker_started.set()
         return self._wait_ready(name)
 
     def _result(self, name: str, future: Future[float]) -> None:
